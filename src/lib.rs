@@ -1,0 +1,2 @@
+//! gilpool
+pub(crate) mod sched;

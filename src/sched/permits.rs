@@ -1,0 +1,164 @@
+//! `Permits`: the bound on one handler's in-flight tasks (backpressure).
+//!
+//! A task takes a permit when submitted and returns it when its future is
+//! completed, whatever the outcome, so at most `capacity` tasks are
+//! submitted-but-unfinished at any time.
+//!
+//! ## Memory ordering
+//! `used` and `waiters` form a Dekker pair (both `SeqCst`): a releaser
+//! decrements `used` then reads `waiters`; a waiter increments `waiters`
+//! (under the lock) then re-tries `used`. Either the waiter sees the freed
+//! permit or the releaser sees the waiter and notifies under the lock, which
+//! the waiter holds until it is parked. Releasers skip the notification
+//! while `used` stays above half the capacity: more releases are bound to
+//! follow (those tasks are in flight), and one of them will notify.
+
+use super::sync::{AtomicBool, AtomicUsize, Condvar, Mutex, Ordering};
+use std::time::{Duration, Instant};
+
+/// Why a blocking acquire gave up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AcquireError {
+    /// The timeout passed with every permit still taken.
+    Timeout,
+    /// The permits were closed (shutdown).
+    Closed,
+}
+
+/// A counting bound with blocking, timed and non-blocking acquire.
+#[derive(Debug)]
+pub(crate) struct Permits {
+    used: AtomicUsize,
+    capacity: usize,
+    waiters: AtomicUsize,
+    closed: AtomicBool,
+    lock: Mutex<()>,
+    freed: Condvar,
+}
+
+impl Permits {
+    pub(crate) fn new(capacity: usize) -> Self {
+        assert!(capacity > 0, "Permits need a capacity of at least 1");
+        Permits {
+            used: AtomicUsize::new(0),
+            capacity,
+            waiters: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            lock: Mutex::new(()),
+            freed: Condvar::new(),
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Permits taken now.
+    pub(crate) fn in_use(&self) -> usize {
+        self.used.load(Ordering::SeqCst)
+    }
+
+    /// Takes a permit if one is free. `Err(Closed)` after `close`,
+    /// `Err(Timeout)` when all are taken.
+    pub(crate) fn try_acquire(&self) -> Result<(), AcquireError> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(AcquireError::Closed);
+        }
+        let mut used = self.used.load(Ordering::SeqCst);
+        loop {
+            if used >= self.capacity {
+                return Err(AcquireError::Timeout);
+            }
+            match self
+                .used
+                .compare_exchange_weak(used, used + 1, Ordering::SeqCst, Ordering::SeqCst)
+            {
+                Ok(_) => return Ok(()),
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    /// Takes a permit, blocking while none is free, at most `timeout` when given.
+    pub(crate) fn acquire(&self, timeout: Option<Duration>) -> Result<(), AcquireError> {
+        match self.try_acquire() {
+            Err(AcquireError::Timeout) => {}
+            done => return done,
+        }
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut guard = self.lock.lock().unwrap();
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let result = loop {
+            match self.try_acquire() {
+                Err(AcquireError::Timeout) => {}
+                done => break done,
+            }
+            match deadline {
+                None => guard = self.freed.wait(guard).unwrap(),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        break Err(AcquireError::Timeout);
+                    }
+                    guard = timed_wait(&self.freed, guard, d - now);
+                }
+            }
+        };
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        drop(guard);
+        result
+    }
+
+    /// Returns a permit.
+    pub(crate) fn release(&self) {
+        let before = self.used.fetch_sub(1, Ordering::SeqCst);
+        debug_assert!(before > 0, "permit released twice");
+        if before - 1 <= self.capacity / 2 && self.waiters.load(Ordering::SeqCst) > 0 {
+            let _guard = self.lock.lock().unwrap();
+            self.freed.notify_all();
+        }
+    }
+
+    /// Blocks until no permit is taken.
+    pub(crate) fn wait_idle(&self) {
+        if self.in_use() == 0 {
+            return;
+        }
+        let mut guard = self.lock.lock().unwrap();
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        while self.in_use() != 0 {
+            guard = self.freed.wait(guard).unwrap();
+        }
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        drop(guard);
+    }
+
+    /// Refuses further acquires and wakes blocked acquirers with `Closed`.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let _guard = self.lock.lock().unwrap();
+        self.freed.notify_all();
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(not(gilpool_loom))]
+fn timed_wait<'a>(
+    cv: &Condvar,
+    guard: super::sync::MutexGuard<'a, ()>,
+    t: Duration,
+) -> super::sync::MutexGuard<'a, ()> {
+    cv.wait_timeout(guard, t).unwrap().0
+}
+
+#[cfg(gilpool_loom)]
+fn timed_wait<'a>(
+    cv: &Condvar,
+    guard: super::sync::MutexGuard<'a, ()>,
+    _t: Duration,
+) -> super::sync::MutexGuard<'a, ()> {
+    cv.wait(guard).unwrap()
+}
