@@ -1,2 +1,86 @@
-//! gilpool
+//! # gilpool
+//!
+//! Run CPU-bound Python functions in parallel from Rust. gilpool embeds
+//! CPython and runs a pool of workers, each pinned to a core: in
+//! [`Mode::SubInterpreters`] every worker owns an own-GIL subinterpreter
+//! (PEP 684, Python 3.12+), so Python runs truly in parallel; in
+//! [`Mode::SingleGil`] (and on Python 3.9–3.11) workers share the main
+//! interpreter's GIL, taking it only around Python execution.
+//!
+//! Public items:
+//! - [`Engine`], [`EngineBuilder`], [`Mode`]: the runtime and its workers.
+//! - [`Handler`], [`HandlerBuilder`], [`MapIter`]: a bound Python function;
+//!   `invoke`, `invoke_with`, `submit`, `submit_with`, `try_submit`,
+//!   `submit_timeout`, `map`.
+//! - [`TaskFuture`]: a task's result (a `Future`, with blocking `wait`).
+//! - [`Value`], [`Args`], [`IntoPython`], [`FromPython`], [`IntoArgs`],
+//!   [`CallArgs`]: conversions.
+//! - [`Python`], [`Object`]: the attachment token and objects bound to it,
+//!   seen only inside callbacks; [`PyException`]: a Python exception as data.
+//! - [`Error`], [`Result`], [`TrySubmitError`]: errors.
+//! - [`finalize`], [`is_attached`], [`DEFAULT_PRELUDE`], [`PythonVersion`].
+//!
+//! ```no_run
+//! use gilpool::{Engine, Mode};
+//! # fn main() -> gilpool::Result<()> {
+//! let engine = Engine::builder().mode(Mode::Auto).sys_path("python").build()?;
+//! let inc = engine.handler("gilpool_workloads", "inc").batch_size(64).load()?;
+//! let out: Vec<i64> = inc.map((0..1000i64).map(|i| (i,))).collect::<Result<_, _>>()?;
+//! assert_eq!(out[999], 1000);
+//! # Ok(()) }
+//! ```
+//!
+//! Objects never leave the attachment they were made in: an [`Object`]
+//! borrows the [`Python`] token, which is neither `Send` nor `Sync`.
+//!
+//! ```compile_fail
+//! # fn f(h: gilpool::Handler) {
+//! // A callback cannot smuggle the raw object out of the interpreter.
+//! let leaked = h.invoke_with((1,), |obj| Ok(obj));
+//! # }
+//! ```
+//!
+//! ```compile_fail
+//! fn send<T: Send>(_: T) {}
+//! fn check(obj: gilpool::Object<'_>) {
+//!     send(obj); // objects cannot move to another thread
+//! }
+//! ```
+//!
+//! ```compile_fail
+//! fn send<T: Send>(_: T) {}
+//! fn check(py: gilpool::Python<'_>) {
+//!     send(py); // nor can the token
+//! }
+//! ```
+
+mod convert;
+mod engine;
+mod error;
+mod handler;
+mod lane;
 pub(crate) mod sched;
+mod task;
+mod value;
+mod worker;
+
+pub use convert::{Args, CallArgs, FromPython, IntoArgs, IntoPython};
+pub use engine::{Engine, EngineBuilder, HandlerBuilder, Mode};
+pub use error::{Error, Result, TrySubmitError};
+pub use gilpool_ffi::runtime::DEFAULT_PRELUDE;
+pub use gilpool_ffi::{is_attached, Object, PyException, Python, PythonVersion};
+pub use handler::{Handler, MapIter};
+pub use task::TaskFuture;
+pub use value::Value;
+
+/// Finalises the embedded Python runtime (`Py_FinalizeEx`). Call it once,
+/// after every [`Engine`] is shut down, to run Python's exit handlers and
+/// flush its buffers; no engine can be built in this process afterwards.
+/// Refused (an [`Error::is_init`] error) while any engine's workers are alive.
+pub fn finalize() -> Result<()> {
+    match gilpool_ffi::Runtime::finalize() {
+        Ok(0) => Ok(()),
+        Ok(code) => Err(error::Error::new(error::ErrorKind::Init(format!("Py_FinalizeEx returned {code}")))),
+        Err(e) => Err(error::Error::new(error::ErrorKind::Init(e.to_string()))),
+    }
+}

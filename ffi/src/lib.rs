@@ -1,1 +1,36 @@
-//! x
+//! `gilpool-ffi`: the only part of gilpool that calls CPython (through
+//! `pyo3_ffi`). Everything above it is safe Rust.
+//!
+//! - [`runtime`]: one main interpreter per process, initialised once on a
+//!   dedicated thread, finalised only on request ([`Runtime`]).
+//! - [`interp`]: per-worker thread states — an own-GIL subinterpreter
+//!   ([`SubInterpreter`], Python >= 3.12) or a thread state in the main
+//!   interpreter ([`MainThreadState`]) — and [`attach`]ing to them.
+//! - [`Python`]: the `!Send` token that proves the current thread is attached
+//!   to one interpreter; [`Object`] borrows it.
+//! - [`PyException`]: a Python exception as owned Rust data.
+//! - [`Stash`]: an object kept inside one interpreter across attachments.
+//!
+//! Invariants (see `docs/SAFETY.md`): one persistent thread state per worker
+//! thread; `PyGILState_*` is never used; a thread is attached to at most one
+//! interpreter at a time and the thread-local record of that is the truth;
+//! no object crosses interpreters.
+
+mod attach;
+mod error;
+pub mod interp;
+mod object;
+pub mod runtime;
+
+pub use attach::{is_attached, Attached, Python};
+pub use error::PyException;
+pub use interp::{attach, MainThreadState, SubInterpreter, WorkerState};
+pub use object::{Kind, Object, Stash};
+pub use runtime::{InitError, PythonVersion, Runtime, RuntimeConfig};
+
+/// Whether this build can create own-GIL subinterpreters (built for
+/// CPython >= 3.12).
+pub const SUPPORTS_OWN_GIL: bool = cfg!(Py_3_12);
+
+/// The `major.minor` of the CPython this build is tied to.
+pub const BUILD_PYTHON: &str = env!("GILPOOL_BUILD_PYTHON");

@@ -5,13 +5,16 @@
 //! submitted-but-unfinished at any time.
 //!
 //! ## Memory ordering
-//! `used` and `waiters` form a Dekker pair (both `SeqCst`): a releaser
-//! decrements `used` then reads `waiters`; a waiter increments `waiters`
-//! (under the lock) then re-tries `used`. Either the waiter sees the freed
-//! permit or the releaser sees the waiter and notifies under the lock, which
-//! the waiter holds until it is parked. Releasers skip the notification
-//! while `used` stays above half the capacity: more releases are bound to
-//! follow (those tasks are in flight), and one of them will notify.
+//! `used` and `waiters` form a Dekker pair: a releaser decrements `used`
+//! then reads `waiters`; a waiter increments `waiters` (under the lock) then
+//! re-tries `used`. Both accesses to `waiters` are read-modify-writes (the
+//! releaser reads it with `fetch_add(0)`), so the later of the two reads the
+//! earlier one's write: either the releaser sees the waiter and notifies
+//! under the lock, which the waiter holds until it is parked, or the waiter
+//! acquires the releaser's write and with it the decrement of `used` before
+//! it, and takes the freed permit. Every release that sees a waiter
+//! notifies: a release cannot count on later ones (the remaining holders may
+//! be waiting on the blocked acquirer).
 
 use super::sync::{AtomicBool, AtomicUsize, Condvar, Mutex, Ordering};
 use std::time::{Duration, Instant};
@@ -113,7 +116,7 @@ impl Permits {
     pub(crate) fn release(&self) {
         let before = self.used.fetch_sub(1, Ordering::SeqCst);
         debug_assert!(before > 0, "permit released twice");
-        if before - 1 <= self.capacity / 2 && self.waiters.load(Ordering::SeqCst) > 0 {
+        if self.waiters.fetch_add(0, Ordering::SeqCst) > 0 {
             let _guard = self.lock.lock().unwrap();
             self.freed.notify_all();
         }

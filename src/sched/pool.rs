@@ -2,10 +2,15 @@
 //! stealers of every deque — plus its sleep state and run state.
 //!
 //! ## Memory ordering
-//! `state` is written with `SeqCst` before `notify_all` and read with
-//! `SeqCst` after a failed search, so a worker either sees the new state or
-//! is woken by the notification (see `sleep/README.md`). Jobs themselves
-//! are published by the deques, which synchronize on their own.
+//! `state` is written (`SeqCst` RMW or store, a release) before the
+//! `notify_all` that bumps the sleep epoch, and a worker reads it (`SeqCst`,
+//! an acquire) after taking its ticket and before searching. So a worker
+//! either sees the new state — and then its search sees every job published
+//! before `drain()`, since that publication happens-before the state change
+//! it acquired — or its ticket predates the epoch bump, and the sleep
+//! protocol guarantees it cannot sleep through the notification (see
+//! `sleep/README.md`). Jobs themselves are published by the deques, which
+//! synchronize on their own.
 
 use super::sleep::{Sleep, Ticket};
 use super::sync::deque::{Injector, Steal, Stealer, Worker};
@@ -207,6 +212,11 @@ impl<J> Local<J> {
 
     /// Whether this worker should stop taking jobs now: the pool was
     /// cancelled, or it is draining and `found_nothing` after the drain began.
+    ///
+    /// `found_nothing` must come from a search that *started after* this
+    /// worker saw the pool terminating (read the state, then search): a
+    /// search that came up empty before `drain()` may have missed a job
+    /// published just before it. [`next_with`](Self::next_with) does this.
     pub(crate) fn should_exit(&self, found_nothing: bool) -> bool {
         self.pool.is_cancelled() || (found_nothing && self.pool.is_terminating())
     }
@@ -215,19 +225,28 @@ impl<J> Local<J> {
     /// time a search came up empty, before sleeping; it may publish work
     /// (it returns `true` then, and the worker searches again) and says how
     /// long the worker may sleep at most.
+    ///
+    /// Each round reads the ticket, then the run state, then searches. In
+    /// drain mode the worker exits only when a search that began after it
+    /// saw `DRAINING` finds nothing, so it cannot leave behind a job
+    /// published before `drain()`. A worker that saw `RUNNING` sleeps on a
+    /// ticket taken before that read, so a later `drain()`/`cancel()` (state
+    /// change, then `notify_all`) either shows in the ticket re-check or
+    /// wakes it; see "Termination" in `sleep/README.md`.
     pub(crate) fn next_with(&self, mut idle: impl FnMut() -> Idle) -> Next<J> {
         loop {
-            if self.pool.is_cancelled() {
+            let ticket = self.ticket();
+            let state = self.pool.state.load(Ordering::SeqCst);
+            if state == CANCELLED {
                 return Next::Exit;
             }
-            let ticket = self.ticket();
             if let Some(j) = self.find() {
                 return Next::Job(j);
             }
             match idle() {
                 Idle::Published => continue,
                 Idle::Sleep(timeout) => {
-                    if self.should_exit(true) {
+                    if state == DRAINING {
                         return Next::Exit;
                     }
                     self.sleep(ticket, timeout);

@@ -48,6 +48,14 @@ pub(crate) mod deque {
         queue: Arc<Mutex<VecDeque<T>>>,
     }
 
+    /// A contended steal. Callers loop on `Retry`, so this is a spin loop:
+    /// yield, so that loom runs the lock holder instead of exploring an
+    /// endless run of failed `try_lock`s.
+    fn retry<T>() -> Steal<T> {
+        loom::thread::yield_now();
+        Steal::Retry
+    }
+
     impl<T> Clone for Stealer<T> {
         fn clone(&self) -> Self {
             Stealer {
@@ -89,7 +97,7 @@ pub(crate) mod deque {
         pub(crate) fn steal(&self) -> Steal<T> {
             match self.queue.try_lock() {
                 Ok(mut q) => q.pop_front().map_or(Steal::Empty, Steal::Success),
-                Err(_) => Steal::Retry,
+                Err(_) => retry(),
             }
         }
         pub(crate) fn is_empty(&self) -> bool {
@@ -114,7 +122,7 @@ pub(crate) mod deque {
         pub(crate) fn steal_batch_and_pop(&self, dest: &Worker<T>) -> Steal<T> {
             let mut q = match self.queue.try_lock() {
                 Ok(q) => q,
-                Err(_) => return Steal::Retry,
+                Err(_) => return retry(),
             };
             let first = match q.pop_front() {
                 Some(t) => t,

@@ -2,11 +2,18 @@
 //! the protocol and why no wakeup is lost.
 //!
 //! ## Memory ordering
-//! `epoch` and `sleepers` are accessed with `SeqCst` on both sides: the
-//! publisher's (`epoch += 1`; read `sleepers`) and the sleeper's
-//! (`sleepers += 1`; read `epoch`) form a Dekker pair, so at least one of
-//! them sees the other's write. The publisher's `epoch` RMW also releases
-//! the job it pushed before it to any worker that later reads that epoch.
+//! The publisher's (`epoch += 1`; read `sleepers`) and the sleeper's
+//! (`sleepers += 1`; read `epoch`) form a Dekker pair: at least one of them
+//! must see the other's write. Both accesses to `sleepers` are
+//! read-modify-writes (the publisher reads it with `fetch_add(0)`), so the
+//! pair does not rest on the single total order of `SeqCst` loads: of the two
+//! RMWs on `sleepers`, the later one reads the earlier one's write. If the
+//! publisher's is later, it sees the sleeper; if the sleeper's is later, it
+//! acquires the publisher's release and with it the `epoch += 1` before it.
+//! (Loom models `SeqCst` loads and stores as acquire/release, so it can only
+//! check this form of the argument.) The publisher's `epoch` RMW also
+//! releases the job it pushed before it to any worker that later reads that
+//! epoch.
 
 use super::sync::{AtomicUsize, Condvar, Mutex, Ordering};
 use std::time::Duration;
@@ -42,7 +49,7 @@ impl Sleep {
     /// Called after new work was published: wakes one sleeper, if any.
     pub(crate) fn notify_one(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        if self.sleepers.load(Ordering::SeqCst) > 0 {
+        if self.any_sleeper() {
             let _guard = self.lock.lock().unwrap();
             self.wake.notify_one();
         }
@@ -52,13 +59,21 @@ impl Sleep {
     /// batching deadline): wakes every sleeper.
     pub(crate) fn notify_all(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        if self.sleepers.load(Ordering::SeqCst) > 0 {
+        if self.any_sleeper() {
             let _guard = self.lock.lock().unwrap();
             self.wake.notify_all();
         }
     }
 
-    /// Number of workers inside [`sleep`](Self::sleep) right now.
+    /// The publisher's half of the Dekker pair: an RMW, not a load, so that
+    /// it is ordered against the sleeper's `sleepers += 1` by modification
+    /// order (see the module's memory-ordering notes).
+    fn any_sleeper(&self) -> bool {
+        self.sleepers.fetch_add(0, Ordering::SeqCst) > 0
+    }
+
+    /// Number of workers inside [`sleep`](Self::sleep) right now (a snapshot,
+    /// for metrics and tests; not part of the wake protocol).
     pub(crate) fn sleepers(&self) -> usize {
         self.sleepers.load(Ordering::SeqCst)
     }

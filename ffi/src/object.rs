@@ -1,0 +1,592 @@
+//! Owned references to Python objects, tied to one attachment.
+
+use crate::attach::{self, Python};
+use crate::error::PyException;
+use pyo3_ffi as ffi;
+use std::ffi::{c_char, CString};
+use std::fmt;
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+
+/// An owned (strong) reference to a Python object inside the interpreter
+/// the current thread is attached to. It borrows the [`Python`] token, so it
+/// can neither outlive the attachment nor move to another thread.
+pub struct Object<'py> {
+    ptr: NonNull<ffi::PyObject>,
+    py: Python<'py>,
+}
+
+/// The built-in type family of an object, as the value conversions see it.
+/// Subclasses count as their base (`bool` is checked before `int`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `None`
+    None,
+    /// `bool`
+    Bool,
+    /// `int`
+    Int,
+    /// `float`
+    Float,
+    /// `str`
+    Str,
+    /// `bytes`
+    Bytes,
+    /// `list`
+    List,
+    /// `tuple`
+    Tuple,
+    /// `dict`
+    Dict,
+    /// anything else
+    Other,
+}
+
+fn cstring(s: &str) -> Result<CString, PyException> {
+    CString::new(s).map_err(|_| PyException::new("ValueError", format!("{s:?} contains a NUL byte")))
+}
+
+impl<'py> Object<'py> {
+    /// # Safety
+    /// `ptr` must be a new (owned) reference or null, in the interpreter
+    /// `py` is attached to.
+    pub(crate) unsafe fn from_owned_ptr(py: Python<'py>, ptr: *mut ffi::PyObject) -> Option<Self> {
+        NonNull::new(ptr).map(|ptr| Object { ptr, py })
+    }
+
+    /// # Safety
+    /// As `from_owned_ptr`; a null `ptr` means a Python exception is set.
+    pub(crate) unsafe fn from_owned_or_err(py: Python<'py>, ptr: *mut ffi::PyObject) -> Result<Self, PyException> {
+        // SAFETY: forwarded from the caller.
+        unsafe { Self::from_owned_ptr(py, ptr) }.ok_or_else(|| PyException::fetch(py))
+    }
+
+    /// # Safety
+    /// `ptr` must be a borrowed, non-null reference valid now, in the
+    /// interpreter `py` is attached to.
+    pub(crate) unsafe fn from_borrowed_ptr(py: Python<'py>, ptr: *mut ffi::PyObject) -> Self {
+        // SAFETY: attached; `ptr` is a live object, so taking a new reference is valid.
+        unsafe { ffi::Py_IncRef(ptr) };
+        Object {
+            // SAFETY: the caller guarantees non-null.
+            ptr: unsafe { NonNull::new_unchecked(ptr) },
+            py,
+        }
+    }
+
+    pub(crate) fn as_ptr(&self) -> *mut ffi::PyObject {
+        self.ptr.as_ptr()
+    }
+
+    /// The attachment token this object is bound to.
+    pub fn py(&self) -> Python<'py> {
+        self.py
+    }
+
+    /// The object's built-in type family.
+    pub fn kind(&self) -> Kind {
+        let p = self.as_ptr();
+        // SAFETY: attached; `p` is a live object; the checks only read its type.
+        unsafe {
+            if p == ffi::Py_None() {
+                Kind::None
+            } else if ffi::PyBool_Check(p) != 0 {
+                Kind::Bool
+            } else if ffi::PyLong_Check(p) != 0 {
+                Kind::Int
+            } else if ffi::PyFloat_Check(p) != 0 {
+                Kind::Float
+            } else if ffi::PyUnicode_Check(p) != 0 {
+                Kind::Str
+            } else if ffi::PyBytes_Check(p) != 0 {
+                Kind::Bytes
+            } else if ffi::PyList_Check(p) != 0 {
+                Kind::List
+            } else if ffi::PyTuple_Check(p) != 0 {
+                Kind::Tuple
+            } else if ffi::PyDict_Check(p) != 0 {
+                Kind::Dict
+            } else {
+                Kind::Other
+            }
+        }
+    }
+
+    /// The name of the object's type (`type(obj).__qualname__`, with the
+    /// module for non-builtins).
+    pub fn type_name(&self) -> String {
+        // SAFETY: attached; Py_TYPE of a live object is a live type object,
+        // borrowed, and we take our own reference.
+        let ty = unsafe { Object::from_borrowed_ptr(self.py, ffi::Py_TYPE(self.as_ptr()).cast()) };
+        let module = ty
+            .getattr("__module__")
+            .ok()
+            .and_then(|m| m.extract_str().ok())
+            .unwrap_or_default();
+        let name = ty
+            .getattr("__qualname__")
+            .ok()
+            .and_then(|n| n.extract_str().ok())
+            .unwrap_or_else(|| "<unknown>".into());
+        if module.is_empty() || module == "builtins" {
+            name
+        } else {
+            format!("{module}.{name}")
+        }
+    }
+
+    /// `getattr(self, name)`.
+    pub fn getattr(&self, name: &str) -> Result<Object<'py>, PyException> {
+        let name = cstring(name)?;
+        // SAFETY: attached; `name` is a valid C string; the result is a new reference or null.
+        unsafe { Object::from_owned_or_err(self.py, ffi::PyObject_GetAttrString(self.as_ptr(), name.as_ptr())) }
+    }
+
+    /// `hasattr(self, name)`, swallowing errors as `false`.
+    pub fn hasattr(&self, name: &str) -> bool {
+        match self.getattr(name) {
+            Ok(_) => true,
+            Err(_) => false,
+        }
+    }
+
+    /// `callable(self)`.
+    pub fn is_callable(&self) -> bool {
+        // SAFETY: attached; reads the type's call slot.
+        unsafe { ffi::PyCallable_Check(self.as_ptr()) != 0 }
+    }
+
+    /// Calls `self(*args, **kwargs)`.
+    pub fn call(&self, args: &[Object<'py>], kwargs: Option<&Object<'py>>) -> Result<Object<'py>, PyException> {
+        match kwargs {
+            None => {
+                let mut ptrs: Vec<*mut ffi::PyObject> = args.iter().map(Object::as_ptr).collect();
+                // SAFETY: attached; `ptrs` holds `args.len()` live borrowed
+                // references kept alive by `args`; no kwnames.
+                unsafe {
+                    Object::from_owned_or_err(
+                        self.py,
+                        ffi::PyObject_Vectorcall(self.as_ptr(), ptrs.as_mut_ptr(), args.len(), std::ptr::null_mut()),
+                    )
+                }
+            }
+            Some(kw) => {
+                let tuple = self.py.tuple(args.to_vec())?;
+                // SAFETY: attached; `tuple` is a tuple and `kw` the caller's
+                // object (CPython type-checks it and raises if not a dict).
+                unsafe {
+                    Object::from_owned_or_err(self.py, ffi::PyObject_Call(self.as_ptr(), tuple.as_ptr(), kw.as_ptr()))
+                }
+            }
+        }
+    }
+
+    /// Calls `self(arg)` with one positional argument.
+    pub fn call1(&self, arg: &Object<'py>) -> Result<Object<'py>, PyException> {
+        let mut ptrs = [arg.as_ptr()];
+        // SAFETY: attached; one live borrowed reference kept alive by `arg`.
+        unsafe {
+            Object::from_owned_or_err(
+                self.py,
+                ffi::PyObject_Vectorcall(self.as_ptr(), ptrs.as_mut_ptr(), 1, std::ptr::null_mut()),
+            )
+        }
+    }
+
+    /// `str(self)`.
+    pub fn str_lossy(&self) -> Result<String, PyException> {
+        // SAFETY: attached; PyObject_Str returns a new reference or null.
+        let s = unsafe { Object::from_owned_or_err(self.py, ffi::PyObject_Str(self.as_ptr()))? };
+        s.extract_str()
+    }
+
+    /// `repr(self)`.
+    pub fn repr(&self) -> Result<String, PyException> {
+        // SAFETY: attached; PyObject_Repr returns a new reference or null.
+        let s = unsafe { Object::from_owned_or_err(self.py, ffi::PyObject_Repr(self.as_ptr()))? };
+        s.extract_str()
+    }
+
+    fn type_error(&self, want: &str) -> PyException {
+        PyException::new("TypeError", format!("expected {want}, got {}", self.type_name()))
+    }
+
+    /// The value of a `bool`.
+    pub fn extract_bool(&self) -> Result<bool, PyException> {
+        match self.kind() {
+            // SAFETY: attached; comparing with the True singleton.
+            Kind::Bool => Ok(unsafe { self.as_ptr() == ffi::Py_True() }),
+            _ => Err(self.type_error("bool")),
+        }
+    }
+
+    /// The value of an `int` that fits in `i64`; `Ok(None)` if it does not.
+    pub fn extract_i64(&self) -> Result<Option<i64>, PyException> {
+        if !matches!(self.kind(), Kind::Int | Kind::Bool) {
+            return Err(self.type_error("int"));
+        }
+        let mut overflow = 0;
+        // SAFETY: attached; `self` is an int; `overflow` is a valid out-pointer.
+        let v = unsafe { ffi::PyLong_AsLongLongAndOverflow(self.as_ptr(), &mut overflow) };
+        if overflow != 0 {
+            return Ok(None);
+        }
+        // SAFETY: attached; checking the error indicator.
+        if v == -1 && unsafe { !ffi::PyErr_Occurred().is_null() } {
+            return Err(PyException::fetch(self.py));
+        }
+        Ok(Some(v))
+    }
+
+    /// Any `int` as a decimal string (for integers beyond 64 bits).
+    pub fn int_to_decimal(&self) -> Result<String, PyException> {
+        if !matches!(self.kind(), Kind::Int | Kind::Bool) {
+            return Err(self.type_error("int"));
+        }
+        // SAFETY: attached; PyNumber_Long returns a new reference (an exact
+        // int, so `str` gives digits even for int subclasses) or null.
+        let exact = unsafe { Object::from_owned_or_err(self.py, ffi::PyNumber_Long(self.as_ptr()))? };
+        exact.str_lossy()
+    }
+
+    /// The value of a `float` (or of an `int`, converted).
+    pub fn extract_f64(&self) -> Result<f64, PyException> {
+        if !matches!(self.kind(), Kind::Float | Kind::Int | Kind::Bool) {
+            return Err(self.type_error("float"));
+        }
+        // SAFETY: attached; `self` is a number.
+        let v = unsafe { ffi::PyFloat_AsDouble(self.as_ptr()) };
+        // SAFETY: attached; checking the error indicator.
+        if v == -1.0 && unsafe { !ffi::PyErr_Occurred().is_null() } {
+            return Err(PyException::fetch(self.py));
+        }
+        Ok(v)
+    }
+
+    /// The text of a `str`.
+    pub fn extract_str(&self) -> Result<String, PyException> {
+        if self.kind() != Kind::Str {
+            return Err(self.type_error("str"));
+        }
+        let mut len: ffi::Py_ssize_t = 0;
+        // SAFETY: attached; `self` is a str; the returned buffer is owned by
+        // the object, valid while it lives, and `len` bytes long.
+        unsafe {
+            let data = ffi::PyUnicode_AsUTF8AndSize(self.as_ptr(), &mut len);
+            if data.is_null() {
+                return Err(PyException::fetch(self.py));
+            }
+            let bytes = std::slice::from_raw_parts(data.cast::<u8>(), len as usize);
+            Ok(String::from_utf8_lossy(bytes).into_owned())
+        }
+    }
+
+    /// The content of a `bytes`.
+    pub fn extract_bytes(&self) -> Result<Vec<u8>, PyException> {
+        if self.kind() != Kind::Bytes {
+            return Err(self.type_error("bytes"));
+        }
+        let mut data: *mut c_char = std::ptr::null_mut();
+        let mut len: ffi::Py_ssize_t = 0;
+        // SAFETY: attached; `self` is bytes; the buffer is owned by the
+        // object, valid while it lives, `len` bytes long.
+        unsafe {
+            if ffi::PyBytes_AsStringAndSize(self.as_ptr(), &mut data, &mut len) != 0 {
+                return Err(PyException::fetch(self.py));
+            }
+            Ok(std::slice::from_raw_parts(data.cast::<u8>(), len as usize).to_vec())
+        }
+    }
+
+    /// `len(self)`.
+    pub fn len(&self) -> Result<usize, PyException> {
+        // SAFETY: attached; PyObject_Size returns -1 with an exception set on failure.
+        let n = unsafe { ffi::PyObject_Size(self.as_ptr()) };
+        if n < 0 {
+            Err(PyException::fetch(self.py))
+        } else {
+            Ok(n as usize)
+        }
+    }
+
+    /// Whether `len(self) == 0`.
+    pub fn is_empty(&self) -> Result<bool, PyException> {
+        self.len().map(|n| n == 0)
+    }
+
+    /// The items of a `list` or `tuple`.
+    pub fn sequence_items(&self) -> Result<Vec<Object<'py>>, PyException> {
+        match self.kind() {
+            Kind::List => {
+                // SAFETY: attached; `self` is a list.
+                let n = unsafe { ffi::PyList_Size(self.as_ptr()) };
+                (0..n)
+                    .map(|i| {
+                        // SAFETY: attached; 0 <= i < len; GetItem returns a
+                        // borrowed reference we immediately own a new one of.
+                        // (No Python code runs between the size read and here.)
+                        unsafe { Ok(Object::from_borrowed_ptr(self.py, ffi::PyList_GetItem(self.as_ptr(), i))) }
+                    })
+                    .collect()
+            }
+            Kind::Tuple => {
+                // SAFETY: attached; `self` is a tuple.
+                let n = unsafe { ffi::PyTuple_Size(self.as_ptr()) };
+                (0..n)
+                    .map(|i| {
+                        // SAFETY: attached; 0 <= i < len; tuples are immutable.
+                        unsafe { Ok(Object::from_borrowed_ptr(self.py, ffi::PyTuple_GetItem(self.as_ptr(), i))) }
+                    })
+                    .collect()
+            }
+            _ => Err(self.type_error("list or tuple")),
+        }
+    }
+
+    /// The `(key, value)` pairs of a `dict`, in insertion order.
+    pub fn dict_items(&self) -> Result<Vec<(Object<'py>, Object<'py>)>, PyException> {
+        if self.kind() != Kind::Dict {
+            return Err(self.type_error("dict"));
+        }
+        let mut out = Vec::new();
+        let mut pos: ffi::Py_ssize_t = 0;
+        let mut key = std::ptr::null_mut();
+        let mut value = std::ptr::null_mut();
+        // SAFETY: attached; `self` is a dict; PyDict_Next yields borrowed
+        // references that we own new ones of before running any Python code.
+        unsafe {
+            while ffi::PyDict_Next(self.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
+                out.push((Object::from_borrowed_ptr(self.py, key), Object::from_borrowed_ptr(self.py, value)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Keeps this object inside its interpreter beyond the attachment.
+    pub fn stash(self) -> Stash {
+        let ptr = self.ptr;
+        std::mem::forget(self);
+        Stash {
+            ptr,
+            tstate: attach::current(),
+            _not_send: PhantomData,
+        }
+    }
+}
+
+impl Clone for Object<'_> {
+    fn clone(&self) -> Self {
+        // SAFETY: attached (the token is alive); the object is live.
+        unsafe { ffi::Py_IncRef(self.as_ptr()) };
+        Object { ptr: self.ptr, py: self.py }
+    }
+}
+
+impl Drop for Object<'_> {
+    fn drop(&mut self) {
+        // SAFETY: attached for 'py, which outlives `self`; we own one reference.
+        unsafe { ffi::Py_DecRef(self.as_ptr()) }
+    }
+}
+
+impl fmt::Debug for Object<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.repr() {
+            Ok(r) => write!(f, "Object({r})"),
+            Err(_) => f.write_str("Object(<unrepresentable>)"),
+        }
+    }
+}
+
+/// An owned reference kept inside one interpreter across attachments: a
+/// worker's cache of imported modules and functions. Bind it to a token of
+/// the same attachment to use it; release it while attached. Dropping it
+/// unreleased leaks the reference (it cannot be freed without the GIL).
+/// Not `Send`.
+pub struct Stash {
+    ptr: NonNull<ffi::PyObject>,
+    tstate: *mut ffi::PyThreadState,
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl fmt::Debug for Stash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stash").field("ptr", &self.ptr).finish()
+    }
+}
+
+impl Stash {
+    /// A new reference to the stashed object for this attachment.
+    ///
+    /// # Panics
+    /// If the thread is not attached through the thread state the object
+    /// was stashed under (another interpreter).
+    pub fn bind<'py>(&self, py: Python<'py>) -> Object<'py> {
+        assert_eq!(
+            attach::current(),
+            self.tstate,
+            "gilpool: a stashed object was used outside the interpreter that made it"
+        );
+        // SAFETY: attached to the same thread state the object was stashed
+        // under (checked above), so it belongs to this interpreter; we hold
+        // a reference, so it is live.
+        unsafe { Object::from_borrowed_ptr(py, self.ptr.as_ptr()) }
+    }
+
+    /// Releases the reference, while attached to its interpreter.
+    pub fn release(self, py: Python<'_>) {
+        drop(self.bind(py));
+        let ptr = self.ptr;
+        std::mem::forget(self);
+        // SAFETY: as in `bind`: same interpreter, we own this reference.
+        unsafe { ffi::Py_DecRef(ptr.as_ptr()) };
+    }
+}
+
+impl<'py> Python<'py> {
+    /// `import name`.
+    pub fn import(self, name: &str) -> Result<Object<'py>, PyException> {
+        let c = cstring(name)?;
+        // SAFETY: attached; a valid C string; new reference or null.
+        unsafe { Object::from_owned_or_err(self, ffi::PyImport_ImportModule(c.as_ptr())) }
+    }
+
+    /// `None`.
+    pub fn none(self) -> Object<'py> {
+        // SAFETY: attached; None is immortal/static, we take a new reference.
+        unsafe { Object::from_borrowed_ptr(self, ffi::Py_None()) }
+    }
+
+    /// `True` or `False`.
+    pub fn bool(self, v: bool) -> Object<'py> {
+        // SAFETY: attached; the bool singletons are static, we take a new reference.
+        unsafe { Object::from_borrowed_ptr(self, if v { ffi::Py_True() } else { ffi::Py_False() }) }
+    }
+
+    /// An `int` from an `i64`.
+    pub fn int(self, v: i64) -> Result<Object<'py>, PyException> {
+        // SAFETY: attached; new reference or null.
+        unsafe { Object::from_owned_or_err(self, ffi::PyLong_FromLongLong(v)) }
+    }
+
+    /// An `int` from a `u64`.
+    pub fn int_u64(self, v: u64) -> Result<Object<'py>, PyException> {
+        // SAFETY: attached; new reference or null.
+        unsafe { Object::from_owned_or_err(self, ffi::PyLong_FromUnsignedLongLong(v)) }
+    }
+
+    /// An `int` from a decimal string (any size).
+    pub fn int_from_decimal(self, digits: &str) -> Result<Object<'py>, PyException> {
+        let c = cstring(digits)?;
+        // SAFETY: attached; a valid C string; base 10; new reference or null.
+        unsafe { Object::from_owned_or_err(self, ffi::PyLong_FromString(c.as_ptr(), std::ptr::null_mut(), 10)) }
+    }
+
+    /// A `float`.
+    pub fn float(self, v: f64) -> Result<Object<'py>, PyException> {
+        // SAFETY: attached; new reference or null.
+        unsafe { Object::from_owned_or_err(self, ffi::PyFloat_FromDouble(v)) }
+    }
+
+    /// A `str`.
+    pub fn str(self, s: &str) -> Object<'py> {
+        // SAFETY: attached; `s` is valid UTF-8 of the given length.
+        unsafe {
+            Object::from_owned_or_err(self, ffi::PyUnicode_FromStringAndSize(s.as_ptr().cast(), s.len() as ffi::Py_ssize_t))
+        }
+        .expect("gilpool: out of memory creating a str")
+    }
+
+    /// A `bytes`.
+    pub fn bytes(self, b: &[u8]) -> Result<Object<'py>, PyException> {
+        // SAFETY: attached; `b` is valid for its length; CPython copies it.
+        unsafe { Object::from_owned_or_err(self, ffi::PyBytes_FromStringAndSize(b.as_ptr().cast(), b.len() as ffi::Py_ssize_t)) }
+    }
+
+    /// A `list` of the given items.
+    pub fn list(self, items: Vec<Object<'py>>) -> Result<Object<'py>, PyException> {
+        // SAFETY: attached; new list of the right size or null.
+        let list = unsafe { Object::from_owned_or_err(self, ffi::PyList_New(items.len() as ffi::Py_ssize_t))? };
+        for (i, item) in items.into_iter().enumerate() {
+            let p = item.as_ptr();
+            std::mem::forget(item);
+            // SAFETY: attached; index in range of a fresh list; SetItem
+            // steals the reference we just gave up.
+            unsafe { ffi::PyList_SetItem(list.as_ptr(), i as ffi::Py_ssize_t, p) };
+        }
+        Ok(list)
+    }
+
+    /// A `tuple` of the given items.
+    pub fn tuple(self, items: Vec<Object<'py>>) -> Result<Object<'py>, PyException> {
+        // SAFETY: attached; new tuple of the right size or null.
+        let tuple = unsafe { Object::from_owned_or_err(self, ffi::PyTuple_New(items.len() as ffi::Py_ssize_t))? };
+        for (i, item) in items.into_iter().enumerate() {
+            let p = item.as_ptr();
+            std::mem::forget(item);
+            // SAFETY: attached; index in range of a fresh tuple; SetItem
+            // steals the reference we just gave up.
+            unsafe { ffi::PyTuple_SetItem(tuple.as_ptr(), i as ffi::Py_ssize_t, p) };
+        }
+        Ok(tuple)
+    }
+
+    /// A `dict` of the given pairs (later keys win).
+    pub fn dict(self, items: Vec<(Object<'py>, Object<'py>)>) -> Result<Object<'py>, PyException> {
+        // SAFETY: attached; new dict or null.
+        let dict = unsafe { Object::from_owned_or_err(self, ffi::PyDict_New())? };
+        for (k, v) in items {
+            // SAFETY: attached; SetItem does not steal; it raises on an unhashable key.
+            if unsafe { ffi::PyDict_SetItem(dict.as_ptr(), k.as_ptr(), v.as_ptr()) } != 0 {
+                return Err(PyException::fetch(self));
+            }
+        }
+        Ok(dict)
+    }
+
+    /// Runs `source` as statements in a fresh namespace (`exec`).
+    pub fn run(self, source: &str) -> Result<(), PyException> {
+        let code = cstring(source)?;
+        // SAFETY: attached; new dict or null.
+        let globals = unsafe { Object::from_owned_or_err(self, ffi::PyDict_New())? };
+        let builtins = self.import("builtins")?;
+        let key = cstring("__builtins__")?;
+        // SAFETY: attached; SetItemString does not steal.
+        if unsafe { ffi::PyDict_SetItemString(globals.as_ptr(), key.as_ptr(), builtins.as_ptr()) } != 0 {
+            return Err(PyException::fetch(self));
+        }
+        // SAFETY: attached; valid C string; globals is a dict used as locals too.
+        unsafe {
+            Object::from_owned_or_err(
+                self,
+                ffi::PyRun_String(code.as_ptr(), ffi::Py_file_input, globals.as_ptr(), globals.as_ptr()),
+            )
+        }
+        .map(drop)
+    }
+
+    /// Puts `dirs` at the front of `sys.path` (each once).
+    pub fn prepend_sys_path(self, dirs: &[String]) -> Result<(), PyException> {
+        if dirs.is_empty() {
+            return Ok(());
+        }
+        let sys = self.import("sys")?;
+        let path = sys.getattr("path")?;
+        let insert = path.getattr("insert")?;
+        let contains = path.getattr("__contains__")?;
+        for (i, d) in dirs.iter().enumerate() {
+            let s = self.str(d);
+            if contains.call1(&s)?.extract_bool()? {
+                continue;
+            }
+            insert.call(&[self.int(i as i64)?, s], None)?;
+        }
+        Ok(())
+    }
+
+    /// The id of the interpreter this thread is attached to (0 = main).
+    pub fn interpreter_id(self) -> i64 {
+        // SAFETY: attached; the current thread state and its interpreter are live.
+        unsafe { ffi::PyInterpreterState_GetID(ffi::PyThreadState_GetInterpreter(ffi::PyThreadState_Get())) }
+    }
+}

@@ -1,0 +1,686 @@
+#!/usr/bin/env python3
+"""Measure the Python-side peers of gilpool on the same workload; print one JSON object.
+
+Usage::
+
+    python gilpool_baselines.py --workload heavy|trivial --tasks N --workers W
+                                [--only name,name] [--repeat R]
+                                [--start-method fork|spawn|forkserver]
+
+Pure Python, standard library only, CPython 3.9-3.13.  The JSON object goes to
+stdout (exactly one line); progress lines go to stderr.  Exit status 0 when
+every requested entry ran (or was skipped with a reason), 1 when an entry
+failed (its ``"error"`` says why; the JSON is still printed), 2 on bad usage.
+
+Workloads (the functions live in ``gilpool_workloads.py`` next to this file):
+
+* ``heavy``   -- task ``i`` is ``gilpool_workloads.heavy(HEAVY_N)`` (~1 ms on
+  3.13 on the dev VM); every result must equal ``HEAVY_RESULT``.
+* ``trivial`` -- task ``i`` is ``gilpool_workloads.inc(i)``; result ``i + 1``.
+
+Entries (``--only`` takes a comma-separated subset, in any order; the output
+keeps the order below):
+
+* ``sequential``       plain list comprehension in this process (workers = 1).
+* ``threads``          ``ThreadPoolExecutor(W).map`` (one shared GIL).
+* ``mp_pool_default``  ``multiprocessing.Pool(W).map`` with its default chunking
+                       (``ceil(tasks / (4 * W))``).
+* ``mp_pool_chunk1``   ``Pool(W).map(..., chunksize=1)``.
+* ``ppe_chunk1``       ``ProcessPoolExecutor(W).map(..., chunksize=1)``.
+* ``ppe_tuned``        ``ProcessPoolExecutor(W).map`` with
+                       ``chunksize = max(1, tasks // (W * 4))``.
+* ``interpreters``     W own-GIL subinterpreters (stdlib private module
+                       ``_interpreters`` on 3.13+, ``_xxsubinterpreters`` on 3.12),
+                       each driven by its own Python thread; each thread runs its
+                       contiguous share of the tasks with ONE ``exec`` call and
+                       the results come back to the main interpreter (marshal via
+                       a temp file) inside the timed region.  Skipped (with a
+                       reason) before 3.12.
+* ``interpreters_per_task``  the same W interpreters, but one cross-interpreter
+                       ``exec`` per task (``_interpreters.exec(id, code, {"_a": arg})``;
+                       on 3.12 ``run_string`` of a source string) -- the per-call
+                       dispatch cost of the stdlib API.  Skipped before 3.12.
+* ``ceiling``          W independent child ``python`` processes (this script in a
+                       hidden child mode), each running its share sequentially.
+                       Each child imports and warms up, reports ready, waits for
+                       "go" on stdin, runs, and reports its own elapsed time;
+                       ``seconds`` = the slowest child's elapsed (no start-up, no
+                       IPC), ``wall_s`` = parent-observed go-to-last-answer time.
+
+Timing: every entry's ``seconds`` is the best of R repeats of the
+map/execution phase only; pools, executors, interpreters and children are
+started and warmed up once before timing (``startup_s`` reports that one-time
+start + warm-up; ``null`` where nothing is started).  Results are checked
+against the expected values after each repeat (``verified``).
+
+Output schema (one JSON object)::
+
+    {
+      "tool": "gilpool_baselines", "python": "3.13.0", "implementation": "CPython",
+      "executable": "/path/to/python3", "cpus": 2, "affinity_cpus": 2,
+      "platform": "...", "workload": "heavy" | "trivial",
+      "function": "gilpool_workloads.heavy" | "gilpool_workloads.inc",
+      "arg": 4300 | "i", "heavy_n": 4300, "tasks": N, "workers": W, "repeat": R,
+      "start_method": "fork", "loadavg_before": [1m, 5m, 15m] | null,
+      "loadavg_after": [...] | null, "total_s": float, "note": "...",
+      "entries": [
+        {"name": str, "workers": int, "tasks": int, "seconds": float,
+         "tasks_per_s": float, "per_task_us": float,    # 1e6 * seconds / tasks
+         "startup_s": float | null, "speedup_vs_sequential": float | null,
+         "seconds_all": [float, ...], "verified": bool, "note": str,
+         ... entry extras: "chunksize", "module", "wall_s", "child_seconds" ...},
+        {"name": str, "skipped": "reason"},              # not available here
+        {"name": str, "error": "Type: message"}          # failed
+      ]
+    }
+
+``per_task_us`` is inverse throughput (wall time divided by task count across
+all workers), not per-task latency.  ``loadavg_*`` is ``os.getloadavg()``: a
+busy machine (e.g. a concurrent compiler) makes every parallel number worse.
+"""
+
+import argparse
+import json
+import marshal
+import multiprocessing
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    # spawn/forkserver children re-import this file as __mp_main__, so this
+    # line also makes gilpool_workloads importable in every worker process.
+    sys.path.insert(0, HERE)
+
+import gilpool_workloads as W  # noqa: E402
+
+ENTRY_NAMES = [
+    "sequential",
+    "threads",
+    "mp_pool_default",
+    "mp_pool_chunk1",
+    "ppe_chunk1",
+    "ppe_tuned",
+    "interpreters",
+    "interpreters_per_task",
+    "ceiling",
+]
+
+NOTE = (
+    "seconds = best of R repeats of the map/execution phase only; pools, executors, "
+    "interpreters and child processes are started and warmed before timing and their "
+    "one-time start + warm-up is reported separately as startup_s; per_task_us = "
+    "1e6 * seconds / tasks (inverse throughput)"
+)
+
+
+def log(msg):
+    """Write one progress line to stderr."""
+    sys.stderr.write("[baselines] %s\n" % msg)
+    sys.stderr.flush()
+
+
+# --------------------------------------------------------------------------
+# workload description
+
+
+class Workload(object):
+    """The task list of one run: function name, per-task args, expected results."""
+
+    def __init__(self, kind, tasks):
+        """Build the workload ``kind`` ("heavy" or "trivial") with ``tasks`` tasks."""
+        self.kind = kind
+        self.tasks = tasks
+        if kind == "heavy":
+            self.fname = "heavy"
+            self.args = [W.HEAVY_N] * tasks
+            value = W.heavy(W.HEAVY_N)
+            self.expected = [value] * tasks
+        elif kind == "trivial":
+            self.fname = "inc"
+            self.args = list(range(tasks))
+            self.expected = [i + 1 for i in range(tasks)]
+        else:
+            raise ValueError("unknown workload %r" % (kind,))
+        self.fn = getattr(W, self.fname)
+
+    def share(self, k, workers):
+        """Return the half-open index range ``(lo, hi)`` of worker ``k``'s contiguous share."""
+        return (k * self.tasks // workers, (k + 1) * self.tasks // workers)
+
+
+def share_args(kind, lo, hi):
+    """The args of tasks ``lo..hi`` (same as ``Workload.args[lo:hi]``), cheap to rebuild anywhere."""
+    if kind == "heavy":
+        return [W.HEAVY_N] * (hi - lo)
+    return list(range(lo, hi))
+
+
+def run_share(fn, args):
+    """Run ``fn`` over ``args`` sequentially and return the result list."""
+    return [fn(a) for a in args]
+
+
+def loadavg():
+    """Return ``os.getloadavg()`` rounded, or None where unsupported."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
+def make_entry(name, workers, tasks, times, startup_s=None, verified=True, note="", **extra):
+    """Build one result entry from the list of per-repeat timings."""
+    best = min(times)
+    entry = {
+        "name": name,
+        "workers": workers,
+        "tasks": tasks,
+        "seconds": round(best, 6),
+        "tasks_per_s": round(tasks / best, 1) if best > 0 else None,
+        "per_task_us": round(best / tasks * 1e6, 3) if tasks else None,
+        "startup_s": None if startup_s is None else round(startup_s, 6),
+        "speedup_vs_sequential": None,
+        "seconds_all": [round(t, 6) for t in times],
+        "verified": bool(verified),
+        "note": note,
+    }
+    entry.update(extra)
+    return entry
+
+
+# --------------------------------------------------------------------------
+# in-process entries
+
+
+def bench_sequential(wl, workers, repeat):
+    """Plain loop in this process."""
+    times, ok = [], True
+    run_share(wl.fn, wl.args[: min(len(wl.args), 50)])  # warm caches
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        res = run_share(wl.fn, wl.args)
+        times.append(time.perf_counter() - t0)
+        ok = ok and res == wl.expected
+    return make_entry("sequential", 1, wl.tasks, times, None, ok, "plain list comprehension, one thread")
+
+
+def bench_threads(wl, workers, repeat):
+    """ThreadPoolExecutor(W).map with the threads started and warmed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    t0 = time.perf_counter()
+    ex = ThreadPoolExecutor(max_workers=workers)
+    try:
+        list(ex.map(W.spin, [2] * (2 * workers)))  # make every thread exist
+        startup = time.perf_counter() - t0
+        times, ok = [], True
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            res = list(ex.map(wl.fn, wl.args))
+            times.append(time.perf_counter() - t0)
+            ok = ok and res == wl.expected
+    finally:
+        ex.shutdown(wait=True)
+    return make_entry("threads", workers, wl.tasks, times, startup, ok, "ThreadPoolExecutor(W).map, shared GIL")
+
+
+def warm_processes(map_fn, workers):
+    """Make sure every worker process exists and has imported the workloads."""
+    # spin() holds each worker ~20 ms, so W busy tasks force W distinct
+    # processes to take one each; then a short burst of real calls.
+    map_fn(W.spin, [20] * workers)
+    map_fn(W.inc, list(range(4 * workers)))
+
+
+def bench_mp_pool(wl, workers, repeat, ctx, chunk1):
+    """multiprocessing.Pool(W).map, default chunking or chunksize=1."""
+    name = "mp_pool_chunk1" if chunk1 else "mp_pool_default"
+    t0 = time.perf_counter()
+    pool = ctx.Pool(workers)
+    try:
+        warm_processes(lambda f, xs: pool.map(f, xs, chunksize=1), workers)
+        startup = time.perf_counter() - t0
+        times, ok = [], True
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            if chunk1:
+                res = pool.map(wl.fn, wl.args, chunksize=1)
+            else:
+                res = pool.map(wl.fn, wl.args)
+            times.append(time.perf_counter() - t0)
+            ok = ok and res == wl.expected
+    finally:
+        pool.close()
+        pool.join()
+    if chunk1:
+        chunk = 1
+    else:
+        chunk, extra = divmod(wl.tasks, workers * 4)
+        chunk = chunk + 1 if extra else chunk
+    return make_entry(
+        name, workers, wl.tasks, times, startup, ok,
+        "multiprocessing.Pool(W).map, chunksize=%s" % ("1" if chunk1 else "default"),
+        chunksize=chunk,
+    )
+
+
+def bench_ppe(wl, workers, repeat, ctx, tuned):
+    """ProcessPoolExecutor(W).map, chunksize 1 or tasks // (W * 4)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    name = "ppe_tuned" if tuned else "ppe_chunk1"
+    chunk = max(1, wl.tasks // (workers * 4)) if tuned else 1
+    t0 = time.perf_counter()
+    ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+    try:
+        warm_processes(lambda f, xs: list(ex.map(f, xs, chunksize=1)), workers)
+        startup = time.perf_counter() - t0
+        times, ok = [], True
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            res = list(ex.map(wl.fn, wl.args, chunksize=chunk))
+            times.append(time.perf_counter() - t0)
+            ok = ok and res == wl.expected
+    finally:
+        ex.shutdown(wait=True)
+    return make_entry(
+        name, workers, wl.tasks, times, startup, ok,
+        "ProcessPoolExecutor(W).map, chunksize=%d" % chunk, chunksize=chunk,
+    )
+
+
+# --------------------------------------------------------------------------
+# own-GIL subinterpreters via the stdlib private modules
+
+
+def _step():
+    """Per-task body run INSIDE a subinterpreter by ``_interpreters.exec`` (3.13).
+
+    Only the code object travels; ``_res``, ``_f`` and ``_a`` are globals of
+    the target interpreter's ``__main__``.
+    """
+    _res.append(_f(_a))  # noqa: F821 -- names live in the subinterpreter
+
+
+class InterpAPI(object):
+    """Thin adapter over ``_interpreters`` (3.13+) / ``_xxsubinterpreters`` (3.12)."""
+
+    def __init__(self):
+        """Import the module or raise ImportError with the reason to skip."""
+        if sys.version_info < (3, 12):
+            raise ImportError(
+                "Python %d.%d has no own-GIL subinterpreters (PEP 684 needs 3.12+)" % sys.version_info[:2]
+            )
+        try:
+            import _interpreters as mod  # 3.13+
+
+            self.name = "_interpreters"
+        except ImportError:
+            try:
+                import _xxsubinterpreters as mod  # 3.12
+
+                self.name = "_xxsubinterpreters"
+            except ImportError:
+                raise ImportError("neither _interpreters nor _xxsubinterpreters can be imported")
+        self.mod = mod
+        self.accepts_code = self.name == "_interpreters"
+
+    def create(self):
+        """Create one isolated (own-GIL) interpreter and return its id."""
+        return self.mod.create()
+
+    def destroy(self, iid):
+        """Destroy interpreter ``iid``."""
+        self.mod.destroy(iid)
+
+    def run(self, iid, code, shared=None):
+        """Run ``code`` (source str, or a no-arg function on 3.13) in ``iid``; raise on error."""
+        if self.name == "_interpreters":
+            err = self.mod.exec(iid, code, shared)
+            if err is not None:
+                raise RuntimeError("in interpreter %s: %s" % (iid, getattr(err, "formatted", err)))
+        else:
+            # 3.12: run_string raises RunFailedError itself; shared may not be None.
+            self.mod.run_string(iid, code, shared or {})
+
+
+SUB_SETUP = """
+import sys
+if {here!r} not in sys.path:
+    sys.path.insert(0, {here!r})
+import marshal
+import gilpool_workloads as _W
+_f = getattr(_W, {fname!r})
+
+def _run_share(fn, args):
+    return [fn(a) for a in args]
+
+def _share_args(kind, lo, hi):
+    if kind == "heavy":
+        return [_W.HEAVY_N] * (hi - lo)
+    return list(range(lo, hi))
+
+def _dump(path, value):
+    with open(path, "wb") as fh:
+        fh.write(marshal.dumps(value))
+
+_run_share(_f, _share_args({kind!r}, 0, 20))
+_run_share(_W.spin, [20])
+"""
+
+SUB_PREPARE = "_args = _share_args(_kind, _lo, _hi)\n_res = []\n"
+SUB_RUN_SHARE = "_res = _run_share(_f, _args)\n_dump(_out, _res)\n"
+SUB_STEP_SRC = "_res.append(_f(_a))\n"
+SUB_DUMP = "_dump(_out, _res)\n"
+
+
+def run_threads_timed(targets):
+    """Start one thread per callable, release them together, return (seconds, errors)."""
+    go = threading.Event()
+    errors = []
+
+    def wrap(fn):
+        go.wait()
+        try:
+            fn()
+        except BaseException as e:  # reported after join
+            errors.append("%s: %s" % (type(e).__name__, e))
+
+    threads = [threading.Thread(target=wrap, args=(fn,)) for fn in targets]
+    for th in threads:
+        th.start()
+    t0 = time.perf_counter()
+    go.set()
+    for th in threads:
+        th.join()
+    return time.perf_counter() - t0, errors
+
+
+def bench_interpreters(wl, workers, repeat, per_task):
+    """W own-GIL subinterpreters, each driven by its own Python thread."""
+    name = "interpreters_per_task" if per_task else "interpreters"
+    try:
+        api = InterpAPI()
+    except ImportError as e:
+        return {"name": name, "skipped": str(e)}
+    tmpdir = tempfile.mkdtemp(prefix="gilpool_baselines_")
+    ids = []
+    try:
+        t0 = time.perf_counter()
+        setup = SUB_SETUP.format(here=HERE, fname=wl.fname, kind=wl.kind)
+        for _ in range(workers):
+            iid = api.create()
+            ids.append(iid)
+            api.run(iid, setup)
+        startup = time.perf_counter() - t0
+        outs = [os.path.join(tmpdir, "share%d.marshal" % k) for k in range(workers)]
+        times, ok = [], True
+        for _ in range(repeat):
+            # untimed: build each interpreter's argument list
+            for k, iid in enumerate(ids):
+                lo, hi = wl.share(k, workers)
+                api.run(iid, SUB_PREPARE, {"_kind": wl.kind, "_lo": lo, "_hi": hi, "_out": outs[k]})
+            results = [None] * workers
+
+            def make_target(k, iid):
+                lo, hi = wl.share(k, workers)
+
+                def whole_share():
+                    api.run(iid, SUB_RUN_SHARE)
+                    with open(outs[k], "rb") as fh:
+                        results[k] = marshal.loads(fh.read())
+
+                def task_by_task():
+                    run = api.run
+                    args = wl.args[lo:hi]
+                    if api.accepts_code:
+                        for a in args:
+                            run(iid, _step, {"_a": a})
+                    else:
+                        for a in args:
+                            run(iid, SUB_STEP_SRC, {"_a": a})
+                    run(iid, SUB_DUMP)
+                    with open(outs[k], "rb") as fh:
+                        results[k] = marshal.loads(fh.read())
+
+                return task_by_task if per_task else whole_share
+
+            secs, errors = run_threads_timed([make_target(k, iid) for k, iid in enumerate(ids)])
+            if errors:
+                raise RuntimeError("; ".join(errors))
+            times.append(secs)
+            merged = []
+            for part in results:
+                merged.extend(part or [])
+            ok = ok and merged == wl.expected
+    finally:
+        for iid in ids:
+            try:
+                api.destroy(iid)
+            except Exception as e:  # keep destroying the others
+                log("destroy(%s) failed: %s" % (iid, e))
+        for fname in os.listdir(tmpdir):
+            os.unlink(os.path.join(tmpdir, fname))
+        os.rmdir(tmpdir)
+    if per_task:
+        how = "exec(id, code, {'_a': arg})" if api.accepts_code else "run_string(id, src, {'_a': arg})"
+        note = "%s.%s once per task from W Python threads; results marshalled back at the end (timed)" % (
+            api.name, how)
+    else:
+        how = "exec" if api.name == "_interpreters" else "run_string"
+        note = ("%s.create() x W (own GIL), one Python thread each; one %s per share, results "
+                "marshalled back to the main interpreter (timed)" % (api.name, how))
+    return make_entry(name, workers, wl.tasks, times, startup, ok, note, module=api.name)
+
+
+# --------------------------------------------------------------------------
+# ceiling: independent processes, no IPC inside the timed region
+
+
+def ceiling_child(kind, lo, hi):
+    """Hidden child mode: warm up, say "ready", then for each "go" run the share and report."""
+    fn = W.heavy if kind == "heavy" else W.inc
+    args = share_args(kind, lo, hi)
+    run_share(fn, args[:20])
+    out = sys.stdout
+    out.write("ready\n")
+    out.flush()
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd != "go":
+            break
+        t0 = time.perf_counter()
+        res = run_share(fn, args)
+        elapsed = time.perf_counter() - t0
+        out.write(json.dumps({"elapsed": elapsed, "n": len(res), "sum": sum(res)}) + "\n")
+        out.flush()
+    return 0
+
+
+def bench_ceiling(wl, workers, repeat):
+    """W independent interpreters in W processes, each timing its own share."""
+    procs = []
+    try:
+        t0 = time.perf_counter()
+        for k in range(workers):
+            lo, hi = wl.share(k, workers)
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, os.path.abspath(__file__), "--ceiling-child", wl.kind, str(lo), str(hi)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    universal_newlines=True,
+                    bufsize=1,
+                )
+            )
+        for p in procs:
+            line = p.stdout.readline()
+            if line.strip() != "ready":
+                raise RuntimeError("ceiling child did not start (got %r)" % (line,))
+        startup = time.perf_counter() - t0
+        expected_sums = []
+        for k in range(workers):
+            lo, hi = wl.share(k, workers)
+            expected_sums.append((hi - lo, sum(wl.expected[lo:hi])))
+        times, walls, child_all, ok = [], [], [], True
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            for p in procs:
+                p.stdin.write("go\n")
+                p.stdin.flush()
+            answers = [json.loads(p.stdout.readline()) for p in procs]
+            walls.append(time.perf_counter() - t0)
+            elapsed = [a["elapsed"] for a in answers]
+            child_all.append([round(x, 6) for x in elapsed])
+            times.append(max(elapsed))
+            ok = ok and [(a["n"], a["sum"]) for a in answers] == expected_sums
+    finally:
+        for p in procs:
+            try:
+                p.stdin.write("quit\n")
+                p.stdin.close()
+            except (OSError, ValueError):
+                pass
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            p.stdout.close()
+    best = times.index(min(times))
+    return make_entry(
+        "ceiling", workers, wl.tasks, times, startup, ok,
+        "W independent processes (%s), each runs its share sequentially after 'go'; seconds = slowest "
+        "child's own elapsed (no start-up, no IPC); wall_s = go-to-last-answer seen by the parent"
+        % os.path.basename(sys.executable),
+        wall_s=round(walls[best], 6),
+        child_seconds=child_all[best],
+    )
+
+
+# --------------------------------------------------------------------------
+# driver
+
+
+def parse_args(argv):
+    """Parse the command line (see the module docstring)."""
+    p = argparse.ArgumentParser(
+        description="Measure Python-side baselines for gilpool; prints one JSON object on stdout.")
+    p.add_argument("--workload", choices=["heavy", "trivial"], default="heavy")
+    p.add_argument("--tasks", type=int, default=2000)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--repeat", type=int, default=3, help="best of R (default 3)")
+    p.add_argument("--only", default="", help="comma-separated subset of: " + ",".join(ENTRY_NAMES))
+    p.add_argument("--start-method", default=None,
+                   help="multiprocessing start method (default: the platform default)")
+    p.add_argument("--ceiling-child", nargs=3, metavar=("KIND", "LO", "HI"), help=argparse.SUPPRESS)
+    ns = p.parse_args(argv)
+    if ns.ceiling_child:
+        return ns
+    if ns.tasks < 1 or ns.workers < 1 or ns.repeat < 1:
+        p.error("--tasks, --workers and --repeat must be >= 1")
+    names = [n.strip() for n in ns.only.split(",") if n.strip()] if ns.only else list(ENTRY_NAMES)
+    unknown = [n for n in names if n not in ENTRY_NAMES]
+    if unknown:
+        p.error("unknown entry name(s) %s; known: %s" % (",".join(unknown), ",".join(ENTRY_NAMES)))
+    ns.names = [n for n in ENTRY_NAMES if n in names]
+    if ns.start_method is not None and ns.start_method not in multiprocessing.get_all_start_methods():
+        p.error("start method %r not available here (%s)" % (
+            ns.start_method, ",".join(multiprocessing.get_all_start_methods())))
+    return ns
+
+
+def main(argv=None):
+    """Run the requested entries and print the JSON report."""
+    ns = parse_args(sys.argv[1:] if argv is None else argv)
+    if ns.ceiling_child:
+        kind, lo, hi = ns.ceiling_child
+        return ceiling_child(kind, int(lo), int(hi))
+
+    t_all = time.perf_counter()
+    before = loadavg()
+    ctx = multiprocessing.get_context(ns.start_method)
+    start_method = ctx.get_start_method()
+    wl = Workload(ns.workload, ns.tasks)
+    workers, repeat = ns.workers, ns.repeat
+    log("python %s, %s x %d tasks, %d workers, best of %d, start method %s" % (
+        platform.python_version(), ns.workload, ns.tasks, workers, repeat, start_method))
+
+    runners = {
+        "sequential": lambda: bench_sequential(wl, workers, repeat),
+        "threads": lambda: bench_threads(wl, workers, repeat),
+        "mp_pool_default": lambda: bench_mp_pool(wl, workers, repeat, ctx, chunk1=False),
+        "mp_pool_chunk1": lambda: bench_mp_pool(wl, workers, repeat, ctx, chunk1=True),
+        "ppe_chunk1": lambda: bench_ppe(wl, workers, repeat, ctx, tuned=False),
+        "ppe_tuned": lambda: bench_ppe(wl, workers, repeat, ctx, tuned=True),
+        "interpreters": lambda: bench_interpreters(wl, workers, repeat, per_task=False),
+        "interpreters_per_task": lambda: bench_interpreters(wl, workers, repeat, per_task=True),
+        "ceiling": lambda: bench_ceiling(wl, workers, repeat),
+    }
+    entries, failed = [], False
+    for name in ns.names:
+        t0 = time.perf_counter()
+        try:
+            entry = runners[name]()
+        except Exception as e:
+            entry = {"name": name, "error": "%s: %s" % (type(e).__name__, e)}
+            failed = True
+        if "skipped" in entry:
+            log("%-22s skipped: %s" % (name, entry["skipped"]))
+        elif "error" in entry:
+            log("%-22s ERROR: %s" % (name, entry["error"]))
+        else:
+            if not entry["verified"]:
+                failed = True
+            log("%-22s best %.4fs  %10.1f tasks/s  %9.2f us/task  startup %s  (%.1fs total)%s" % (
+                name, entry["seconds"], entry["tasks_per_s"], entry["per_task_us"],
+                "-" if entry["startup_s"] is None else "%.3fs" % entry["startup_s"],
+                time.perf_counter() - t0, "" if entry["verified"] else "  WRONG RESULTS"))
+        entries.append(entry)
+
+    seq = [e for e in entries if e["name"] == "sequential" and "seconds" in e]
+    if seq:
+        for e in entries:
+            if "seconds" in e and e["seconds"] > 0:
+                e["speedup_vs_sequential"] = round(seq[0]["seconds"] / e["seconds"], 3)
+
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = None
+    report = {
+        "tool": "gilpool_baselines",
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "executable": sys.executable,
+        "cpus": os.cpu_count(),
+        "affinity_cpus": affinity,
+        "platform": platform.platform(),
+        "workload": ns.workload,
+        "function": "gilpool_workloads." + wl.fname,
+        "arg": W.HEAVY_N if ns.workload == "heavy" else "i",
+        "heavy_n": W.HEAVY_N,
+        "tasks": ns.tasks,
+        "workers": workers,
+        "repeat": repeat,
+        "start_method": start_method,
+        "loadavg_before": before,
+        "loadavg_after": loadavg(),
+        "total_s": round(time.perf_counter() - t_all, 3),
+        "note": NOTE,
+        "entries": entries,
+    }
+    sys.stdout.write(json.dumps(report) + "\n")
+    sys.stdout.flush()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

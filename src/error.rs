@@ -1,0 +1,231 @@
+//! The one public error type.
+
+use gilpool_ffi::PyException;
+use std::fmt;
+
+/// Everything that can go wrong in gilpool. Inspect it with the `is_*`
+/// predicates and [`Error::python`]; `Display` says what happened and names
+/// the module, function, argument or Python version involved.
+#[derive(Debug, Clone)]
+pub struct Error {
+    kind: ErrorKind,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum ErrorKind {
+    /// Python could not be initialised, or the runtime was finalised.
+    Init(String),
+    /// Invalid configuration or argument.
+    Config(String),
+    /// `import module` raised ModuleNotFoundError for the module itself.
+    ModuleNotFound { module: String, exception: PyException },
+    /// The module imported but raised something else while doing so.
+    Import { module: String, exception: PyException },
+    /// The module has no attribute of that name.
+    FunctionNotFound { module: String, function: String },
+    /// The attribute exists but is not callable.
+    NotCallable { module: String, function: String, type_name: String },
+    /// The Python function raised.
+    Python(PyException),
+    /// A value could not be converted between Rust and Python.
+    Conversion(String),
+    /// A batched handler's function broke the list-in, list-out contract.
+    BatchShape(String),
+    /// A commit or callback closure panicked.
+    Panic(String),
+    /// The engine is shut down (or shutting down) and took no new work.
+    Shutdown,
+    /// The task was cancelled before it ran (`shutdown_now`, or dropped).
+    Cancelled,
+    /// The handler's in-flight bound is reached (`try_submit`).
+    Full,
+    /// A timed wait ran out.
+    Timeout,
+    /// The result of this future was already taken.
+    Consumed,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind) -> Error {
+        Error { kind }
+    }
+
+    pub(crate) fn config(msg: impl Into<String>) -> Error {
+        Error::new(ErrorKind::Config(msg.into()))
+    }
+
+    pub(crate) fn conversion(msg: impl Into<String>) -> Error {
+        Error::new(ErrorKind::Conversion(msg.into()))
+    }
+
+    /// The Python exception behind this error, if Python raised one (the
+    /// function itself, or the module while importing).
+    pub fn python(&self) -> Option<&PyException> {
+        match &self.kind {
+            ErrorKind::Python(e) => Some(e),
+            ErrorKind::ModuleNotFound { exception, .. } | ErrorKind::Import { exception, .. } => Some(exception),
+            _ => None,
+        }
+    }
+
+    /// Python could not be initialised or was finalised.
+    pub fn is_init(&self) -> bool {
+        matches!(self.kind, ErrorKind::Init(_))
+    }
+    /// Invalid configuration or argument.
+    pub fn is_config(&self) -> bool {
+        matches!(self.kind, ErrorKind::Config(_))
+    }
+    /// The module does not exist on `sys.path`.
+    pub fn is_module_not_found(&self) -> bool {
+        matches!(self.kind, ErrorKind::ModuleNotFound { .. })
+    }
+    /// The module raised while being imported.
+    pub fn is_import(&self) -> bool {
+        matches!(self.kind, ErrorKind::Import { .. })
+    }
+    /// The module has no such function.
+    pub fn is_function_not_found(&self) -> bool {
+        matches!(self.kind, ErrorKind::FunctionNotFound { .. })
+    }
+    /// The named attribute is not callable.
+    pub fn is_not_callable(&self) -> bool {
+        matches!(self.kind, ErrorKind::NotCallable { .. })
+    }
+    /// The Python function raised (see [`Error::python`]).
+    pub fn is_python(&self) -> bool {
+        matches!(self.kind, ErrorKind::Python(_))
+    }
+    /// A conversion between Rust and Python values failed.
+    pub fn is_conversion(&self) -> bool {
+        matches!(self.kind, ErrorKind::Conversion(_))
+    }
+    /// A batched function returned something other than a list of the
+    /// batch's length.
+    pub fn is_batch_shape(&self) -> bool {
+        matches!(self.kind, ErrorKind::BatchShape(_))
+    }
+    /// A commit or callback closure panicked.
+    pub fn is_panic(&self) -> bool {
+        matches!(self.kind, ErrorKind::Panic(_))
+    }
+    /// The engine is shut down.
+    pub fn is_shutdown(&self) -> bool {
+        matches!(self.kind, ErrorKind::Shutdown)
+    }
+    /// The task was cancelled before it ran.
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self.kind, ErrorKind::Cancelled)
+    }
+    /// The handler's in-flight bound was reached.
+    pub fn is_full(&self) -> bool {
+        matches!(self.kind, ErrorKind::Full)
+    }
+    /// A timed wait ran out.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self.kind, ErrorKind::Timeout)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            ErrorKind::Init(m) => write!(f, "Python runtime: {m}"),
+            ErrorKind::Config(m) => write!(f, "invalid configuration: {m}"),
+            ErrorKind::ModuleNotFound { module, exception } => {
+                write!(f, "module {module:?} not found on sys.path ({exception})")
+            }
+            ErrorKind::Import { module, exception } => {
+                write!(f, "module {module:?} failed to import: {exception}")
+            }
+            ErrorKind::FunctionNotFound { module, function } => {
+                write!(f, "module {module:?} has no function {function:?}")
+            }
+            ErrorKind::NotCallable { module, function, type_name } => {
+                write!(f, "{module}.{function} is a {type_name}, not a callable")
+            }
+            ErrorKind::Python(e) => write!(f, "Python raised {e}"),
+            ErrorKind::Conversion(m) => write!(f, "conversion failed: {m}"),
+            ErrorKind::BatchShape(m) => write!(f, "batched handler broke its contract: {m}"),
+            ErrorKind::Panic(m) => write!(f, "a closure panicked: {m}"),
+            ErrorKind::Shutdown => f.write_str("the engine is shut down"),
+            ErrorKind::Cancelled => f.write_str("the task was cancelled before it ran"),
+            ErrorKind::Full => f.write_str("the handler's in-flight limit is reached"),
+            ErrorKind::Timeout => f.write_str("timed out"),
+            ErrorKind::Consumed => f.write_str("the result was already taken from this future"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.python().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<PyException> for Error {
+    fn from(e: PyException) -> Error {
+        Error::new(ErrorKind::Python(e))
+    }
+}
+
+/// `Result` with gilpool's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A `try_submit` that did not take the task: the arguments come back.
+pub struct TrySubmitError<T> {
+    error: Error,
+    task: T,
+}
+
+impl<T> TrySubmitError<T> {
+    pub(crate) fn new(error: Error, task: T) -> Self {
+        TrySubmitError { error, task }
+    }
+    /// The handler was full (retry later); otherwise it is shut down.
+    pub fn is_full(&self) -> bool {
+        self.error.is_full()
+    }
+    /// The engine is shut down.
+    pub fn is_shutdown(&self) -> bool {
+        self.error.is_shutdown()
+    }
+    /// The reason.
+    pub fn error(&self) -> &Error {
+        &self.error
+    }
+    /// The task's arguments, given back.
+    pub fn into_inner(self) -> T {
+        self.task
+    }
+}
+
+impl<T> fmt::Debug for TrySubmitError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TrySubmitError").field("error", &self.error).finish_non_exhaustive()
+    }
+}
+
+impl<T> fmt::Display for TrySubmitError<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl<T> std::error::Error for TrySubmitError<T> {}
+
+impl<T> From<TrySubmitError<T>> for Error {
+    fn from(e: TrySubmitError<T>) -> Error {
+        e.error
+    }
+}
+
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".into()
+    }
+}

@@ -1,0 +1,313 @@
+//! `Handler`: a Python function bound to an engine lane, and its calls.
+
+use crate::convert::{FromPython, IntoArgs};
+use crate::error::{Error, ErrorKind, Result, TrySubmitError};
+use crate::lane::{Job, Lane};
+use crate::sched::batcher::{BatchPolicy, Batcher, Pushed};
+use crate::sched::permits::{AcquireError, Permits};
+use crate::task::{Completer, Task, TaskFuture, TypedTask};
+use gilpool_ffi::Object;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// How a handler batches and bounds its work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HandlerOptions {
+    pub(crate) batch_size: usize,
+    pub(crate) prefetch_depth: usize,
+    pub(crate) max_batch_delay: Option<Duration>,
+    pub(crate) max_in_flight: usize,
+    pub(crate) vectorized: bool,
+}
+
+/// The shared state of one handler.
+pub(crate) struct HandlerCore {
+    pub(crate) id: u64,
+    pub(crate) module: String,
+    pub(crate) function: String,
+    pub(crate) options: HandlerOptions,
+    pub(crate) batcher: Batcher<Box<dyn Task>>,
+    pub(crate) permits: Arc<Permits>,
+    pub(crate) lane: Arc<Lane>,
+}
+
+impl HandlerCore {
+    pub(crate) fn new(module: &str, function: &str, options: HandlerOptions, lane: Arc<Lane>) -> HandlerCore {
+        HandlerCore {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            module: module.to_string(),
+            function: function.to_string(),
+            options,
+            batcher: Batcher::new(BatchPolicy {
+                batch_size: options.batch_size,
+                prefetch_depth: options.prefetch_depth,
+                max_batch_delay: options.max_batch_delay,
+            }),
+            permits: Arc::new(Permits::new(options.max_in_flight)),
+            lane,
+        }
+    }
+
+    /// The time to stamp items with, only when a batching delay applies.
+    pub(crate) fn clock(&self) -> Option<Instant> {
+        self.options.max_batch_delay.map(|_| Instant::now())
+    }
+
+    /// `module:function`.
+    pub(crate) fn target(&self) -> String {
+        format!("{}:{}", self.module, self.function)
+    }
+}
+
+/// A Python function (`module:function`) bound to an [`Engine`](crate::Engine).
+///
+/// Cheap to clone; every clone submits to the same queues. Each worker's
+/// interpreter imports the module itself on first use.
+///
+/// ```no_run
+/// # fn main() -> gilpool::Result<()> {
+/// let engine = gilpool::Engine::builder().sys_path("python").build()?;
+/// let inc = engine.load("gilpool_workloads", "inc")?;
+/// let two: i64 = inc.invoke((1,))?;
+/// let fut = inc.submit::<_, i64>((41,))?;
+/// assert_eq!(fut.wait()?, 42);
+/// # assert_eq!(two, 2);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Handler {
+    pub(crate) core: Arc<HandlerCore>,
+}
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handler")
+            .field("target", &self.core.target())
+            .field("batch_size", &self.core.options.batch_size)
+            .field("vectorized", &self.core.options.vectorized)
+            .finish()
+    }
+}
+
+fn from_python<R: FromPython>(obj: Object<'_>) -> Result<R> {
+    R::from_python(&obj)
+}
+
+impl Handler {
+    /// The module name.
+    pub fn module(&self) -> &str {
+        &self.core.module
+    }
+    /// The function name.
+    pub fn function(&self) -> &str {
+        &self.core.function
+    }
+    /// Tasks per batch (at most).
+    pub fn batch_size(&self) -> usize {
+        self.core.options.batch_size
+    }
+    /// Tasks submitted and not yet finished.
+    pub fn in_flight(&self) -> usize {
+        self.core.permits.in_use()
+    }
+    /// The bound on [`in_flight`](Self::in_flight).
+    pub fn max_in_flight(&self) -> usize {
+        self.core.permits.capacity()
+    }
+    /// `(items waiting to be batched, batches committed and not started)`.
+    pub fn staged(&self) -> (usize, usize) {
+        self.core.batcher.counts()
+    }
+
+    /// Calls the function and waits for its result.
+    pub fn invoke<A: IntoArgs, R: FromPython + Send + 'static>(&self, args: A) -> Result<R> {
+        self.submit(args)?.wait()
+    }
+
+    /// Calls the function and converts the result with `convert`, which runs
+    /// attached to the interpreter that produced it.
+    pub fn invoke_with<A, R, F>(&self, args: A, convert: F) -> Result<R>
+    where
+        A: IntoArgs,
+        R: Send + 'static,
+        F: for<'py> FnOnce(Object<'py>) -> Result<R> + Send + 'static,
+    {
+        self.submit_with(move || Ok(args), convert)?.wait()
+    }
+
+    /// Submits a call; blocks while the handler's in-flight bound is
+    /// reached. Fails only when the engine is shut down.
+    pub fn submit<A: IntoArgs, R: FromPython + Send + 'static>(&self, args: A) -> Result<TaskFuture<R>> {
+        self.submit_with(move || Ok(args), from_python::<R>)
+    }
+
+    /// Like [`submit`](Self::submit), but gives up after `timeout` while the
+    /// handler is full, handing the arguments back.
+    pub fn submit_timeout<A: IntoArgs, R: FromPython + Send + 'static>(
+        &self,
+        args: A,
+        timeout: Duration,
+    ) -> Result<TaskFuture<R>, TrySubmitError<A>> {
+        match self.acquire(Some(timeout)) {
+            Ok(()) => Ok(self.enqueue(move || Ok(args), from_python::<R>)),
+            Err(e) => Err(TrySubmitError::new(e, args)),
+        }
+    }
+
+    /// Submits without blocking: when the handler is full the error
+    /// [`is_full`](TrySubmitError::is_full) and carries the arguments back.
+    pub fn try_submit<A: IntoArgs, R: FromPython + Send + 'static>(
+        &self,
+        args: A,
+    ) -> Result<TaskFuture<R>, TrySubmitError<A>> {
+        match self.try_acquire() {
+            Ok(()) => Ok(self.enqueue(move || Ok(args), from_python::<R>)),
+            Err(e) => Err(TrySubmitError::new(e, args)),
+        }
+    }
+
+    /// Submits a task in two stages: `commit` runs with no GIL held, ahead of
+    /// execution (bounded by the handler's `prefetch_depth`), and produces
+    /// the arguments; `callback` converts the raw result while attached to
+    /// the interpreter that produced it. A panic in either fails this task
+    /// only.
+    pub fn submit_with<C, P, F, R>(&self, commit: C, callback: F) -> Result<TaskFuture<R>>
+    where
+        C: FnOnce() -> Result<P> + Send + 'static,
+        P: IntoArgs,
+        F: for<'py> FnOnce(Object<'py>) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.acquire(None)?;
+        Ok(self.enqueue(commit, callback))
+    }
+
+    /// Runs the function over `inputs`, yielding results in input order.
+    /// At most `window` tasks (default: the in-flight bound, at most 4096)
+    /// are in flight at once, so memory stays bounded for any input length.
+    pub fn map<I, A, R>(&self, inputs: I) -> MapIter<I::IntoIter, R>
+    where
+        I: IntoIterator<Item = A>,
+        A: IntoArgs,
+        R: FromPython + Send + 'static,
+    {
+        let window = self.max_in_flight().clamp(1, 4096);
+        self.map_window(inputs, window)
+    }
+
+    /// [`map`](Self::map) with an explicit window.
+    pub fn map_window<I, A, R>(&self, inputs: I, window: usize) -> MapIter<I::IntoIter, R>
+    where
+        I: IntoIterator<Item = A>,
+        A: IntoArgs,
+        R: FromPython + Send + 'static,
+    {
+        MapIter {
+            handler: self.clone(),
+            inputs: inputs.into_iter(),
+            window: window.max(1),
+            pending: VecDeque::new(),
+            _marker: std::marker::PhantomData,
+        }
+    }
+
+    fn check_detached() -> Result<()> {
+        if gilpool_ffi::is_attached() {
+            return Err(Error::config(
+                "submit from a thread attached to an interpreter (inside a callback): it could block the worker that must make room",
+            ));
+        }
+        Ok(())
+    }
+
+    fn acquire(&self, timeout: Option<Duration>) -> Result<()> {
+        Self::check_detached()?;
+        self.core.permits.acquire(timeout).map_err(acquire_error)
+    }
+
+    fn try_acquire(&self) -> Result<()> {
+        Self::check_detached()?;
+        self.core.permits.try_acquire().map_err(|e| match e {
+            AcquireError::Timeout => Error::new(ErrorKind::Full),
+            AcquireError::Closed => Error::new(ErrorKind::Shutdown),
+        })
+    }
+
+    /// With a permit held: wraps the task and stages it.
+    fn enqueue<C, P, F, R>(&self, commit: C, callback: F) -> TaskFuture<R>
+    where
+        C: FnOnce() -> Result<P> + Send + 'static,
+        P: IntoArgs,
+        F: for<'py> FnOnce(Object<'py>) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (done, future) = Completer::new(self.core.permits.clone());
+        let task: Box<dyn Task> = Box::new(TypedTask::new(commit, callback, done));
+        match self.core.batcher.push(task, self.core.clock()) {
+            Pushed::Batch(batch) => Lane::publish(&self.core, batch),
+            Pushed::Waiting(true) => self.core.lane.pool.wake_all(),
+            Pushed::Waiting(false) => {}
+        }
+        future
+    }
+
+    /// Imports the module and looks the function up on one worker of the
+    /// lane; the error names what is missing.
+    pub(crate) fn resolve(&self) -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.core.lane.pool.inject(Job::Resolve {
+            handler: self.core.clone(),
+            reply: tx,
+        });
+        rx.recv().unwrap_or_else(|_| Err(Error::new(ErrorKind::Shutdown)))
+    }
+}
+
+fn acquire_error(e: AcquireError) -> Error {
+    match e {
+        AcquireError::Timeout => Error::new(ErrorKind::Timeout),
+        AcquireError::Closed => Error::new(ErrorKind::Shutdown),
+    }
+}
+
+/// Results of [`Handler::map`], in input order.
+pub struct MapIter<I, R> {
+    handler: Handler,
+    inputs: I,
+    window: usize,
+    pending: VecDeque<Result<TaskFuture<R>>>,
+    _marker: std::marker::PhantomData<R>,
+}
+
+impl<I, R> std::fmt::Debug for MapIter<I, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MapIter")
+            .field("handler", &self.handler)
+            .field("window", &self.window)
+            .field("pending", &self.pending.len())
+            .finish()
+    }
+}
+
+impl<I, A, R> Iterator for MapIter<I, R>
+where
+    I: Iterator<Item = A>,
+    A: IntoArgs,
+    R: FromPython + Send + 'static,
+{
+    type Item = Result<R>;
+
+    fn next(&mut self) -> Option<Result<R>> {
+        while self.pending.len() < self.window {
+            match self.inputs.next() {
+                Some(args) => self.pending.push_back(self.handler.submit(args)),
+                None => break,
+            }
+        }
+        self.pending.pop_front().map(|f| f.and_then(TaskFuture::wait))
+    }
+}

@@ -1,0 +1,207 @@
+//! Tasks (type-erased, as the scheduler moves them) and `TaskFuture`.
+
+use crate::convert::{CallArgs, IntoArgs};
+use crate::error::{panic_message, Error, ErrorKind, Result};
+use crate::sched::cell::CompletionCell;
+use crate::sched::permits::Permits;
+use gilpool_ffi::{Object, Python};
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// One task as the scheduler sees it: committed with no GIL, then run
+/// attached to a worker's interpreter.
+pub(crate) trait Task: Send {
+    /// Runs the commit closure (no GIL held). On failure the task completes
+    /// its future with the error and returns `false`.
+    fn commit(&mut self) -> bool;
+    /// Converts the committed payload into call arguments (attached).
+    fn args<'py>(&mut self, py: Python<'py>) -> Result<CallArgs<'py>>;
+    /// Delivers the call's outcome: runs the callback (attached) and
+    /// completes the future.
+    fn finish(self: Box<Self>, result: Result<Object<'_>>);
+    /// Completes the future with `err` (any thread, attached or not).
+    fn fail(self: Box<Self>, err: Error);
+}
+
+/// Completes a task's future exactly once and returns its in-flight permit.
+/// Dropped without completing (a cancelled or lost task), it completes the
+/// future with a cancellation error: no future is left pending.
+pub(crate) struct Completer<R> {
+    cell: Option<Arc<CompletionCell<Result<R>>>>,
+    permits: Arc<Permits>,
+}
+
+impl<R> Completer<R> {
+    pub(crate) fn new(permits: Arc<Permits>) -> (Completer<R>, TaskFuture<R>) {
+        let cell = Arc::new(CompletionCell::new());
+        (
+            Completer {
+                cell: Some(cell.clone()),
+                permits,
+            },
+            TaskFuture { cell },
+        )
+    }
+
+    pub(crate) fn complete(mut self, value: Result<R>) {
+        self.deliver(value);
+    }
+
+    fn deliver(&mut self, value: Result<R>) {
+        if let Some(cell) = self.cell.take() {
+            let _ = cell.complete(value);
+            self.permits.release();
+        }
+    }
+}
+
+impl<R> Drop for Completer<R> {
+    fn drop(&mut self) {
+        self.deliver(Err(Error::new(ErrorKind::Cancelled)));
+    }
+}
+
+enum Stage<C, P> {
+    Uncommitted(C),
+    Committed(P),
+    Spent,
+}
+
+/// A task with its concrete closures.
+pub(crate) struct TypedTask<C, P, F, R> {
+    stage: Stage<C, P>,
+    callback: Option<F>,
+    done: Option<Completer<R>>,
+}
+
+impl<C, P, F, R> TypedTask<C, P, F, R> {
+    pub(crate) fn new(commit: C, callback: F, done: Completer<R>) -> Self {
+        TypedTask {
+            stage: Stage::Uncommitted(commit),
+            callback: Some(callback),
+            done: Some(done),
+        }
+    }
+}
+
+impl<C, P, F, R> Task for TypedTask<C, P, F, R>
+where
+    C: FnOnce() -> Result<P> + Send,
+    P: IntoArgs,
+    F: for<'py> FnOnce(Object<'py>) -> Result<R> + Send,
+    R: Send,
+{
+    fn commit(&mut self) -> bool {
+        let commit = match std::mem::replace(&mut self.stage, Stage::Spent) {
+            Stage::Uncommitted(c) => c,
+            other => {
+                self.stage = other;
+                return true;
+            }
+        };
+        let outcome = catch_unwind(AssertUnwindSafe(commit))
+            .unwrap_or_else(|p| Err(Error::new(ErrorKind::Panic(format!("commit: {}", panic_message(&*p))))));
+        match outcome {
+            Ok(payload) => {
+                self.stage = Stage::Committed(payload);
+                true
+            }
+            Err(e) => {
+                if let Some(done) = self.done.take() {
+                    done.complete(Err(e));
+                }
+                false
+            }
+        }
+    }
+
+    fn args<'py>(&mut self, py: Python<'py>) -> Result<CallArgs<'py>> {
+        match std::mem::replace(&mut self.stage, Stage::Spent) {
+            Stage::Committed(p) => p.into_args(py),
+            Stage::Uncommitted(c) => {
+                // Not committed yet (cannot happen through the engine, which
+                // commits before publishing); commit now rather than fail.
+                self.stage = Stage::Uncommitted(c);
+                if !self.commit() {
+                    return Err(Error::new(ErrorKind::Cancelled));
+                }
+                self.args(py)
+            }
+            Stage::Spent => Err(Error::conversion("task arguments were already used")),
+        }
+    }
+
+    fn finish(mut self: Box<Self>, result: Result<Object<'_>>) {
+        let Some(done) = self.done.take() else { return };
+        let value = match (result, self.callback.take()) {
+            (Ok(obj), Some(cb)) => catch_unwind(AssertUnwindSafe(move || cb(obj)))
+                .unwrap_or_else(|p| Err(Error::new(ErrorKind::Panic(format!("callback: {}", panic_message(&*p)))))),
+            (Ok(_), None) => Err(Error::conversion("task callback already used")),
+            (Err(e), _) => Err(e),
+        };
+        done.complete(value);
+    }
+
+    fn fail(mut self: Box<Self>, err: Error) {
+        if let Some(done) = self.done.take() {
+            done.complete(Err(err));
+        }
+    }
+}
+
+/// The result of a submitted task.
+///
+/// Await it (it implements [`Future`]), or block with [`wait`](Self::wait) /
+/// [`wait_timeout`](Self::wait_timeout). Every future resolves: with the
+/// result, the task's error, or a shutdown/cancellation error.
+#[derive(Debug)]
+pub struct TaskFuture<R> {
+    cell: Arc<CompletionCell<Result<R>>>,
+}
+
+/// How long a waiter spins before it blocks: a result that arrives within
+/// this window is picked up without a sleep/wake round trip.
+const WAIT_SPIN: Duration = Duration::from_micros(20);
+
+impl<R> TaskFuture<R> {
+    /// Whether the result is ready.
+    pub fn is_ready(&self) -> bool {
+        self.cell.is_complete()
+    }
+
+    /// Blocks until the task finished; returns its result.
+    pub fn wait(self) -> Result<R> {
+        self.spin();
+        self.cell.wait().unwrap_or_else(|| Err(Error::new(ErrorKind::Consumed)))
+    }
+
+    /// Blocks at most `timeout`. `None` if the task has not finished (call
+    /// again later); `Some(result)` once, then `Some(Err(..))` if called again.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
+        match self.cell.wait_timeout(timeout) {
+            Ok(Some(v)) => Some(v),
+            Ok(None) => Some(Err(Error::new(ErrorKind::Consumed))),
+            Err(()) => None,
+        }
+    }
+
+    fn spin(&self) {
+        let start = Instant::now();
+        while !self.cell.is_complete() && start.elapsed() < WAIT_SPIN {
+            std::hint::spin_loop();
+        }
+    }
+}
+
+impl<R> Future for TaskFuture<R> {
+    type Output = Result<R>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<R>> {
+        self.cell
+            .poll(cx.waker())
+            .map(|v| v.unwrap_or_else(|| Err(Error::new(ErrorKind::Consumed))))
+    }
+}
