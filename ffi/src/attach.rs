@@ -105,6 +105,7 @@ impl Drop for Attached<'_> {
 ///
 /// # Safety
 /// `tstate` must be the current, attached thread state of this thread.
+#[cfg(Py_3_12)]
 pub(crate) unsafe fn adopt<'a>(tstate: *mut ffi::PyThreadState) -> Attached<'a> {
     ATTACHED.with(|a| a.set(tstate));
     Attached {

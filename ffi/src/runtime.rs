@@ -237,6 +237,13 @@ fn main_thread(config: RuntimeConfig, commands: mpsc::Receiver<Command>, ready: 
         let guard = unsafe { Attached::new(tstate) };
         let py = guard.py();
         let version = running_version();
+        // `install_signal_handlers = 0` does not stop the `signal` module
+        // from installing its SIGINT handler when first imported in the main
+        // interpreter. Import it now, once, and give SIGINT back to the host
+        // if Python took it over from the default disposition.
+        let _ = py.run(
+            "import signal as _s\nif _s.getsignal(_s.SIGINT) is _s.default_int_handler:\n    _s.signal(_s.SIGINT, _s.SIG_DFL)\n",
+        );
         let _ = py.prepend_sys_path(&config.sys_path);
         let mut failures = Vec::new();
         for m in &config.prelude {
