@@ -137,11 +137,6 @@ fn format_traceback<'py>(
         let joined = py.str("").getattr("join")?.call(&[lines], None)?;
         joined.extract_str()
     })();
-    match result {
-        Ok(s) => Some(s),
-        Err(_) => {
-            // Formatting failed; its own exception was already fetched.
-            None
-        }
-    }
+    // If formatting failed, its own exception was already fetched.
+    result.ok()
 }

@@ -144,10 +144,7 @@ impl<'py> Object<'py> {
 
     /// `hasattr(self, name)`, swallowing errors as `false`.
     pub fn hasattr(&self, name: &str) -> bool {
-        match self.getattr(name) {
-            Ok(_) => true,
-            Err(_) => false,
-        }
+        self.getattr(name).is_ok()
     }
 
     /// `callable(self)`.
@@ -437,7 +434,6 @@ impl Stash {
     pub fn release(self, py: Python<'_>) {
         drop(self.bind(py));
         let ptr = self.ptr;
-        std::mem::forget(self);
         // SAFETY: as in `bind`: same interpreter, we own this reference.
         unsafe { ffi::Py_DecRef(ptr.as_ptr()) };
     }
