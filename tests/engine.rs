@@ -191,7 +191,7 @@ fn each_subinterpreter_worker_has_its_own_interpreter() {
         let futures: Vec<_> = (0..40)
             .map(|_| interp.submit_with(|| Ok(()), |o| o.extract_i64().map(Option::unwrap).map_err(Into::into)))
             .collect();
-        let _ = spin.submit::<_, Value>((50,)).unwrap();
+        let _busy = spin.submit::<_, Value>((50,)).unwrap();
         let mut ids: Vec<i64> = futures.into_iter().map(|f| f.unwrap().wait().unwrap()).collect();
         ids.sort();
         ids.dedup();

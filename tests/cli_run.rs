@@ -1,0 +1,552 @@
+//! `gilpool run` end to end: the built binary against `python/reference_run.py`
+//! (the same function called in a plain Python loop), and the documented
+//! behaviour for raising tasks, results JSON cannot represent, invalid input
+//! lines and bad targets.
+//!
+//! The reference runs under the Python this build embeds (`sys.executable`
+//! from `gilpool doctor`; `GILPOOL_TEST_PYTHON` overrides it). Outputs are
+//! compared as parsed JSON, line by line.
+
+use serde_json::Value as Json;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+const FIXTURE: &str = "tests/fixtures/run/gilpool_run_fixture.py";
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn gilpool() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gilpool"));
+    cmd.current_dir(root());
+    cmd
+}
+
+/// A fresh folder under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "gilpool-cli-run-{}-{}-{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn file(&self, name: &str, content: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The Python this build embeds.
+fn python() -> &'static str {
+    static PYTHON: OnceLock<String> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        if let Ok(p) = std::env::var("GILPOOL_TEST_PYTHON") {
+            return p;
+        }
+        let out = gilpool()
+            .arg("doctor")
+            .output()
+            .expect("gilpool doctor runs");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.lines()
+            .find_map(|l| l.strip_prefix("sys.executable:"))
+            .map(|p| p.trim().to_string())
+            .unwrap_or_else(|| panic!("gilpool doctor printed no sys.executable:\n{text}"))
+    })
+}
+
+/// Runs `gilpool run ARGS`, feeding `stdin` when given.
+fn run(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = gilpool();
+    cmd.arg("run").args(args);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    let mut child = cmd.spawn().expect("gilpool starts");
+    if let Some(text) = stdin {
+        let mut pipe = child.stdin.take().unwrap();
+        let text = text.to_string();
+        // Write from a thread: the child may fill stdout before reading all input.
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(text.as_bytes());
+        });
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// `python reference_run.py TARGET INPUT`: one output line per task.
+fn reference(target: &str, input: &Path) -> Vec<Json> {
+    let out = Command::new(python())
+        .current_dir(root())
+        .arg("python/reference_run.py")
+        .arg(target)
+        .arg(input)
+        .output()
+        .expect("the reference runs");
+    assert!(
+        out.status.success(),
+        "reference failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    lines(&out.stdout)
+}
+
+fn lines(bytes: &[u8]) -> Vec<Json> {
+    let text = std::str::from_utf8(bytes).expect("output is UTF-8");
+    text.lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("output line {l:?} is not JSON: {e}"))
+        })
+        .collect()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Same records line by line; error records must agree on `type` (and on
+/// `message` when `messages`), the reference has no traceback.
+fn assert_same(ours: &[Json], theirs: &[Json], messages: bool) {
+    assert_eq!(ours.len(), theirs.len(), "line counts differ");
+    for (i, (a, b)) in ours.iter().zip(theirs).enumerate() {
+        match (a.get("ok"), b.get("ok")) {
+            (Some(x), Some(y)) => assert_eq!(x, y, "line {}", i + 1),
+            _ => {
+                let (ea, eb) = (&a["error"], &b["error"]);
+                assert!(
+                    ea.is_object() && eb.is_object(),
+                    "line {}: {a} vs {b}",
+                    i + 1
+                );
+                assert_eq!(ea["type"], eb["type"], "line {}: {a} vs {b}", i + 1);
+                if messages {
+                    assert_eq!(ea["message"], eb["message"], "line {}", i + 1);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn hundred_thousand_lines_match_a_plain_python_loop_in_order() {
+    let tmp = TempDir::new();
+    let mut text = String::with_capacity(1 << 21);
+    for i in 0..100_000i64 {
+        match i % 10 {
+            0 => text.push_str(&format!("[{}]\n", -i)),
+            1 => text.push_str(&format!("[{}.5]\n", i)),
+            2 => text.push_str(&format!("{{\"args\": [{}]}}\n", i)),
+            3 if i % 1000 == 3 => text.push_str(&format!("[{}{:06}]\n", "1".repeat(25), i)),
+            _ => text.push_str(&format!("[{i}]\n")),
+        }
+    }
+    let input = tmp.file("inc.jsonl", &text);
+    let out = run(
+        &[
+            "gilpool_workloads:inc",
+            "--sys-path",
+            "python",
+            "--batch-size",
+            "64",
+            "-i",
+            input.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        out.stderr.is_empty(),
+        "no progress bar or noise off a terminal: {}",
+        stderr(&out)
+    );
+    let ours = lines(&out.stdout);
+    assert_eq!(ours.len(), 100_000);
+    assert_same(&ours, &reference("gilpool_workloads:inc", &input), true);
+    // Integers keep every digit (serde_json alone would round them).
+    let raw = String::from_utf8(out.stdout).unwrap();
+    assert!(raw.contains(&format!("{{\"ok\": {}{:06}}}\n", "1".repeat(25), 1004)));
+}
+
+#[test]
+fn kwargs_reach_the_function() {
+    let tmp = TempDir::new();
+    let input = tmp.file(
+        "echo.jsonl",
+        concat!(
+            "[1, \"two\", [3], {\"four\": 4}]\n",
+            "{\"args\": [1], \"kwargs\": {\"k\": [1, 2], \"z\": null}}\n",
+            "{\"kwargs\": {\"only\": \"kw\", \"big\": 123456789012345678901234567890}}\n",
+            "{}\n",
+            "[]\n",
+            "{\"args\": [\"h\\u00e9\", true, 1.25e-7]}\n",
+        ),
+    );
+    let out = run(
+        &[
+            "python/gilpool_workloads.py:echo",
+            "-i",
+            input.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let ours = lines(&out.stdout);
+    assert_same(
+        &ours,
+        &reference("python/gilpool_workloads.py:echo", &input),
+        true,
+    );
+    assert_eq!(
+        ours[1]["ok"],
+        serde_json::json!([[1], {"k": [1, 2], "z": null}])
+    );
+}
+
+#[test]
+fn a_raising_task_is_an_error_record_and_exit_1() {
+    let tmp = TempDir::new();
+    let input = tmp.file("check.jsonl", "[1]\n[-2]\n[3]\n[-4.5]\n[5]\n");
+    let target = format!("{FIXTURE}:check");
+    let out = run(&[&target, "-i", input.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let ours = lines(&out.stdout);
+    assert_same(&ours, &reference(&target, &input), true);
+    assert_eq!(ours[0], serde_json::json!({"ok": 1}));
+    let err = &ours[1]["error"];
+    assert_eq!(err["type"], "ValueError");
+    assert_eq!(err["message"], "negative: -2");
+    let tb = err["traceback"].as_str().expect("a traceback string");
+    assert!(tb.starts_with("Traceback (most recent call last):"), "{tb}");
+    assert!(
+        tb.contains("in check") && tb.contains("ValueError: negative: -2"),
+        "{tb}"
+    );
+    let keys: Vec<&str> = err
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["type", "message", "traceback"]);
+
+    // Every task failing is still exit 1, not a setup error.
+    let out = run(
+        &["gilpool_workloads:fail", "--sys-path", "python"],
+        Some("[\"boom\"]\n[\"bang\"]\n"),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let ours = lines(&out.stdout);
+    assert_eq!(ours[1]["error"]["message"], "bang");
+}
+
+#[test]
+fn results_json_cannot_represent_are_errors_naming_the_type() {
+    let tmp = TempDir::new();
+    let kinds = [
+        "int", "bigint", "negbig", "floats", "str", "control", "none", "bools", "tuple", "nested",
+        "keys", "bytes", "set", "object", "badkey", "cycle",
+    ];
+    let text: String = kinds.iter().map(|k| format!("[\"{k}\"]\n")).collect();
+    let input = tmp.file("kinds.jsonl", &text);
+    let target = format!("{FIXTURE}:value");
+    let out = run(&[&target, "-i", input.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let ours = lines(&out.stdout);
+    // The reference reports a cycle with json's own wording; the rest match exactly.
+    assert_same(&ours, &reference(&target, &input), false);
+    let message = |kind: &str| {
+        let i = kinds.iter().position(|k| *k == kind).unwrap();
+        assert_eq!(ours[i]["error"]["type"], "TypeError", "{kind}: {}", ours[i]);
+        assert!(ours[i]["error"]["traceback"].is_null());
+        ours[i]["error"]["message"].as_str().unwrap().to_string()
+    };
+    assert_eq!(
+        message("bytes"),
+        "result is not JSON serializable: Object of type bytes is not JSON serializable"
+    );
+    assert_eq!(
+        message("set"),
+        "result is not JSON serializable: Object of type set is not JSON serializable"
+    );
+    assert!(message("object").contains("Object of type Opaque is not JSON serializable"));
+    assert!(message("badkey").contains("not tuple"));
+    assert!(message("cycle").contains("circular"));
+    // Exact digits and Python's float spelling in the raw text.
+    let raw = String::from_utf8(out.stdout).unwrap();
+    assert!(raw.contains("{\"ok\": 1267650600228229401496703205376}\n"));
+    assert!(raw.contains("{\"ok\": -1180591620717411303424}\n"));
+    assert!(raw.contains("{\"ok\": [0.1, 1.5, -0.0, 1e+16, 1e-05, 123.456, 5e-324, 1e+300]}\n"));
+
+    // nan and infinities have no standard JSON token: errors too (the
+    // reference writes the non-standard NaN/-Infinity instead).
+    let out = run(&[&target], Some("[\"nan\"]\n[\"inf\"]\n[\"int\"]\n"));
+    assert_eq!(out.status.code(), Some(1));
+    let ours = lines(&out.stdout);
+    assert!(ours[0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not JSON compliant: nan"));
+    assert!(ours[1]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not JSON compliant: -inf"));
+    assert_eq!(ours[2], serde_json::json!({"ok": 7}));
+}
+
+#[test]
+fn an_invalid_line_stops_with_exit_2_naming_it() {
+    // The lines before it are run and written; nothing from it on.
+    let out = run(
+        &["gilpool_workloads:inc", "--sys-path", "python"],
+        Some("[1]\n[2]\n[3,\n[4]\n"),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("line 3") && err.contains("invalid JSON"),
+        "{err}"
+    );
+    assert_eq!(
+        lines(&out.stdout),
+        [serde_json::json!({"ok": 2}), serde_json::json!({"ok": 3})]
+    );
+
+    for (input, line, what) in [
+        ("[1]\n5\n", "line 2", "a task must be a JSON array"),
+        ("[1]\n\n[2]\n", "line 2", "blank line"),
+        (
+            "{\"args\": [1], \"extra\": 2}\n",
+            "line 1",
+            "unknown task key \"extra\"",
+        ),
+        ("{\"args\": 1}\n", "line 1", "\"args\" must be an array"),
+        ("[1]\n[2]\n[3]\n[\"\\ud800\"]\n", "line 4", "lone surrogate"),
+        ("[1] [2]\n", "line 1", "extra data"),
+    ] {
+        let out = run(
+            &["gilpool_workloads:inc", "--sys-path", "python"],
+            Some(input),
+        );
+        assert_eq!(out.status.code(), Some(2), "{input:?}");
+        let err = stderr(&out);
+        assert!(err.contains(line) && err.contains(what), "{input:?}: {err}");
+    }
+    // Invalid UTF-8 names its line too.
+    let tmp = TempDir::new();
+    let path = tmp.0.join("latin1.jsonl");
+    std::fs::write(&path, b"[1]\n[\"caf\xe9\"]\n").unwrap();
+    let out = run(
+        &[
+            "gilpool_workloads:inc",
+            "--sys-path",
+            "python",
+            "-i",
+            path.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("line 2: not valid UTF-8"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn input_edges_are_not_errors() {
+    // No input: no output, success. A last line without a newline counts;
+    // the final newline does not make a blank line; \r\n line ends work.
+    let out = run(&["gilpool_workloads:inc", "--sys-path", "python"], Some(""));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    let out = run(
+        &["gilpool_workloads:inc", "--sys-path", "python"],
+        Some("[1]\r\n  [2]  \n[3]"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "{\"ok\": 2}\n{\"ok\": 3}\n{\"ok\": 4}\n"
+    );
+}
+
+#[test]
+fn usage_and_setup_errors_exit_2_with_a_clear_message() {
+    for (args, what) in [
+        (&["gilpool_workloads"][..], "TARGET must be"),
+        (&[":inc"], "TARGET must be"),
+        (&["gilpool_workloads:"], "TARGET must be"),
+        (&["python/no_such_file.py:inc"], "does not exist"),
+        (&["no_such_module_xyz:f"], "no_such_module_xyz"),
+        (
+            &["gilpool_workloads:no_such_function", "--sys-path", "python"],
+            "no_such_function",
+        ),
+        (
+            &["gilpool_workloads:NOT_CALLABLE", "--sys-path", "python"],
+            "not a callable",
+        ),
+        (
+            &[
+                "gilpool_workloads:inc",
+                "--sys-path",
+                "python",
+                "-i",
+                "/no/such/input.jsonl",
+            ],
+            "/no/such/input.jsonl",
+        ),
+        (
+            &["gilpool_workloads:inc", "--sys-path", "no/such/dir"],
+            "no/such/dir",
+        ),
+        (
+            &["gilpool_workloads:inc", "--venv", "venv"],
+            "--venv is not supported yet",
+        ),
+        (
+            &["gilpool_workloads:inc", "--timeout", "5"],
+            "--timeout is not supported yet",
+        ),
+        (
+            &["gilpool_workloads:inc", "--workers", "0"],
+            "--workers must be at least 1",
+        ),
+        (
+            &["gilpool_workloads:inc", "--batch-size", "0"],
+            "--batch-size must be at least 1",
+        ),
+        (
+            &["gilpool_workloads:inc", "--mode", "threads"],
+            "invalid value",
+        ),
+    ] {
+        let out = run(args, Some("[1]\n"));
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(what), "{args:?}: {}", stderr(&out));
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn output_file_gets_the_results() {
+    let tmp = TempDir::new();
+    let output = tmp.0.join("out.jsonl");
+    let out = run(
+        &[
+            "python/gilpool_workloads.py:add",
+            "--output",
+            output.to_str().unwrap(),
+        ],
+        Some("[1, 2]\n[\"a\", \"b\"]\n[[1], [2]]\n"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    let written = std::fs::read_to_string(&output).unwrap();
+    assert_eq!(written, "{\"ok\": 3}\n{\"ok\": \"ab\"}\n{\"ok\": [1, 2]}\n");
+}
+
+#[test]
+fn stdin_is_the_default_input_and_dash_names_it() {
+    for extra in [&[][..], &["-i", "-"]] {
+        let mut args = vec!["gilpool_workloads:add", "--sys-path", "python"];
+        args.extend_from_slice(extra);
+        let out = run(
+            &args,
+            Some("[1, 2]\n{\"args\": [3], \"kwargs\": {\"b\": 4}}\n"),
+        );
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(
+            lines(&out.stdout),
+            [serde_json::json!({"ok": 3}), serde_json::json!({"ok": 7})]
+        );
+    }
+}
+
+#[test]
+fn file_targets_load_the_file_and_its_folder() {
+    // The folder of a file TARGET is on sys.path, so the module can import
+    // its siblings; a relative path, a `./` path and an absolute one work.
+    let tmp = TempDir::new();
+    tmp.file(
+        "helper_mod_for_run.py",
+        "def double(x):\n    return 2 * x\n",
+    );
+    tmp.file("entry_for_run.py", "import helper_mod_for_run\n\ndef quad(x):\n    return helper_mod_for_run.double(helper_mod_for_run.double(x))\n");
+    let absolute = format!("{}:quad", tmp.0.join("entry_for_run.py").display());
+    let out = run(&[&absolute, "--workers", "2"], Some("[1]\n[2]\n[-3]\n"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "{\"ok\": 4}\n{\"ok\": 8}\n{\"ok\": -12}\n"
+    );
+    for target in [
+        "python/gilpool_workloads.py:inc",
+        "./python/gilpool_workloads.py:inc",
+    ] {
+        let out = run(&[target], Some("[41]\n"));
+        assert_eq!(out.status.code(), Some(0), "{target}: {}", stderr(&out));
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), "{\"ok\": 42}\n");
+    }
+}
+
+#[test]
+fn single_gil_mode_gives_the_same_outputs() {
+    let tmp = TempDir::new();
+    let mut text: String = (0..5000).map(|i| format!("[{i}]\n")).collect();
+    text.push_str("[\"x\"]\n[-1]\n");
+    let input = tmp.file("mixed.jsonl", &text);
+    let input = input.to_str().unwrap();
+    let mut outputs = Vec::new();
+    for mode in ["auto", "single-gil", "subinterpreters"] {
+        for batch in ["1", "7"] {
+            let out = run(
+                &[
+                    "gilpool_workloads:inc",
+                    "--sys-path",
+                    "python",
+                    "--mode",
+                    mode,
+                    "-b",
+                    batch,
+                    "--no-pin",
+                    "-i",
+                    input,
+                ],
+                None,
+            );
+            assert_eq!(out.status.code(), Some(1), "{mode}: {}", stderr(&out));
+            outputs.push((mode, lines(&out.stdout)));
+        }
+    }
+    for (mode, o) in &outputs[1..] {
+        assert_same(o, &outputs[0].1, true);
+        assert_eq!(o.len(), 5002, "{mode}");
+    }
+    assert_eq!(outputs[0].1[5000]["error"]["type"], "TypeError");
+}
