@@ -27,7 +27,7 @@ pub(crate) trait Task: Send {
     fn fail(self: Box<Self>, err: Error);
 }
 
-/// Completes a task's future exactly once and returns its in-flight permit.
+/// Returns a task's in-flight permit and completes its future, exactly once.
 /// Dropped without completing (a cancelled or lost task), it completes the
 /// future with a cancellation error: no future is left pending.
 pub(crate) struct Completer<R> {
@@ -53,8 +53,10 @@ impl<R> Completer<R> {
 
     fn deliver(&mut self, value: Result<R>) {
         if let Some(cell) = self.cell.take() {
-            let _ = cell.complete(value);
+            // The permit goes back first: a waiter that sees the result must
+            // also see the room it frees (`in_flight` counts unfinished tasks).
             self.permits.release();
+            let _ = cell.complete(value);
         }
     }
 }

@@ -2,10 +2,13 @@
 //!
 //! ## Memory ordering
 //! All state lives under one mutex, so completion happens-before any read
-//! of the value (the mutex's release/acquire). `complete` notifies the
-//! condvar while holding the lock and wakes a registered `Waker` after
-//! releasing it, so a waiter that checked the slot under the lock either saw
-//! the value or is already parked on the condvar / registered its waker.
+//! of the value (the mutex's release/acquire). A blocking waiter counts
+//! itself in `waiters` under the lock before it parks; `complete` notifies
+//! the condvar (under the lock) only when that count is non-zero — a futex
+//! wake per task otherwise dominates the cost of tiny tasks — and wakes a
+//! registered `Waker` after releasing the lock. A waiter that checked the
+//! slot under the lock either saw the value or is counted and parked (or
+//! registered its waker) before `complete` can take the lock.
 
 use super::sync::{Condvar, Mutex};
 use std::task::{Poll, Waker};
@@ -18,17 +21,27 @@ enum Slot<T> {
     Taken,
 }
 
+#[derive(Debug)]
+struct State<T> {
+    slot: Slot<T>,
+    /// Threads blocked in `wait`/`wait_timeout` right now.
+    waiters: usize,
+}
+
 /// A value delivered exactly once, awaited by blocking or by polling.
 #[derive(Debug)]
 pub(crate) struct CompletionCell<T> {
-    slot: Mutex<Slot<T>>,
+    state: Mutex<State<T>>,
     ready: Condvar,
 }
 
 impl<T> CompletionCell<T> {
     pub(crate) fn new() -> Self {
         CompletionCell {
-            slot: Mutex::new(Slot::Pending(None)),
+            state: Mutex::new(State {
+                slot: Slot::Pending(None),
+                waiters: 0,
+            }),
             ready: Condvar::new(),
         }
     }
@@ -36,12 +49,14 @@ impl<T> CompletionCell<T> {
     /// Stores `value` unless a value was already stored; gives it back then.
     pub(crate) fn complete(&self, value: T) -> Result<(), T> {
         let waker = {
-            let mut slot = self.slot.lock().unwrap();
-            match &mut *slot {
+            let mut state = self.state.lock().unwrap();
+            match &mut state.slot {
                 Slot::Pending(waker) => {
                     let waker = waker.take();
-                    *slot = Slot::Ready(value);
-                    self.ready.notify_all();
+                    state.slot = Slot::Ready(value);
+                    if state.waiters > 0 {
+                        self.ready.notify_all();
+                    }
                     waker
                 }
                 _ => return Err(value),
@@ -55,20 +70,22 @@ impl<T> CompletionCell<T> {
 
     /// Whether a value was stored (taken or not).
     pub(crate) fn is_complete(&self) -> bool {
-        !matches!(*self.slot.lock().unwrap(), Slot::Pending(_))
+        !matches!(self.state.lock().unwrap().slot, Slot::Pending(_))
     }
 
     /// Blocks until the value is stored, then takes it. `None` if it was
     /// already taken.
     pub(crate) fn wait(&self) -> Option<T> {
-        let mut slot = self.slot.lock().unwrap();
+        let mut state = self.state.lock().unwrap();
         loop {
-            match std::mem::replace(&mut *slot, Slot::Taken) {
+            match std::mem::replace(&mut state.slot, Slot::Taken) {
                 Slot::Ready(v) => return Some(v),
                 Slot::Taken => return None,
                 pending => {
-                    *slot = pending;
-                    slot = self.ready.wait(slot).unwrap();
+                    state.slot = pending;
+                    state.waiters += 1;
+                    state = self.ready.wait(state).unwrap();
+                    state.waiters -= 1;
                 }
             }
         }
@@ -79,18 +96,20 @@ impl<T> CompletionCell<T> {
     #[cfg(not(gilpool_loom))]
     pub(crate) fn wait_timeout(&self, timeout: Duration) -> Result<Option<T>, ()> {
         let deadline = std::time::Instant::now() + timeout;
-        let mut slot = self.slot.lock().unwrap();
+        let mut state = self.state.lock().unwrap();
         loop {
-            match std::mem::replace(&mut *slot, Slot::Taken) {
+            match std::mem::replace(&mut state.slot, Slot::Taken) {
                 Slot::Ready(v) => return Ok(Some(v)),
                 Slot::Taken => return Ok(None),
                 pending => {
-                    *slot = pending;
+                    state.slot = pending;
                     let now = std::time::Instant::now();
                     if now >= deadline {
                         return Err(());
                     }
-                    slot = self.ready.wait_timeout(slot, deadline - now).unwrap().0;
+                    state.waiters += 1;
+                    state = self.ready.wait_timeout(state, deadline - now).unwrap().0;
+                    state.waiters -= 1;
                 }
             }
         }
@@ -99,12 +118,12 @@ impl<T> CompletionCell<T> {
     /// Under loom a timed wait is modelled as "the value, if it is there".
     #[cfg(gilpool_loom)]
     pub(crate) fn wait_timeout(&self, _timeout: Duration) -> Result<Option<T>, ()> {
-        let mut slot = self.slot.lock().unwrap();
-        match std::mem::replace(&mut *slot, Slot::Taken) {
+        let mut state = self.state.lock().unwrap();
+        match std::mem::replace(&mut state.slot, Slot::Taken) {
             Slot::Ready(v) => Ok(Some(v)),
             Slot::Taken => Ok(None),
             pending => {
-                *slot = pending;
+                state.slot = pending;
                 Err(())
             }
         }
@@ -112,8 +131,8 @@ impl<T> CompletionCell<T> {
 
     /// Takes the value if it is there, else registers `waker`.
     pub(crate) fn poll(&self, waker: &Waker) -> Poll<Option<T>> {
-        let mut slot = self.slot.lock().unwrap();
-        match std::mem::replace(&mut *slot, Slot::Taken) {
+        let mut state = self.state.lock().unwrap();
+        match std::mem::replace(&mut state.slot, Slot::Taken) {
             Slot::Ready(v) => Poll::Ready(Some(v)),
             Slot::Taken => Poll::Ready(None),
             Slot::Pending(old) => {
@@ -121,7 +140,7 @@ impl<T> CompletionCell<T> {
                     Some(w) if w.will_wake(waker) => w,
                     _ => waker.clone(),
                 };
-                *slot = Slot::Pending(Some(keep));
+                state.slot = Slot::Pending(Some(keep));
                 Poll::Pending
             }
         }

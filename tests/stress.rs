@@ -1,0 +1,252 @@
+//! Scheduler stress: a million tiny tasks from several threads, exactly-once
+//! completion of unbatched submits across shutdown, and work stealing under
+//! a skewed load.
+//!
+//! These tests load both cores, so they take a process-wide lock and run one
+//! at a time. Timings are printed, never asserted.
+
+use gilpool::{Engine, FromPython, Handler, TaskFuture};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The bundled workloads (`gilpool_workloads`).
+const WORKLOADS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python");
+/// This binary's fixtures (`skew`).
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sched");
+/// How long a future may take before the test calls it hung.
+const GENEROUS: Duration = Duration::from_secs(30);
+const THREADS: usize = 4;
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Runs CPU-heavy tests one at a time (a failed test must not block the rest).
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn engine() -> Engine {
+    Engine::builder()
+        .workers(2)
+        .pin(false)
+        .sys_path(WORKLOADS)
+        .sys_path(FIXTURES)
+        .build()
+        .expect("the engine builds")
+}
+
+fn resolve<R>(mut fut: TaskFuture<R>, within: Duration) -> gilpool::Result<R> {
+    fut.wait_timeout(within)
+        .unwrap_or_else(|| panic!("a future did not resolve within {within:?}"))
+}
+
+/// Submits `inc(i)` for every `i` in `range`, keeping at most `window`
+/// futures outstanding; checks each result against its own input. Returns
+/// (completions, sum of results).
+fn run_range(inc: &Handler, range: std::ops::Range<i64>, window: usize) -> (usize, i64) {
+    let mut pending: VecDeque<(i64, TaskFuture<i64>)> = VecDeque::with_capacity(window);
+    let (mut done, mut sum) = (0usize, 0i64);
+    let mut check = |(i, fut): (i64, TaskFuture<i64>)| {
+        let v = resolve(fut, GENEROUS).unwrap_or_else(|e| panic!("inc({i}) failed: {e}"));
+        assert_eq!(v, i + 1, "inc({i}) got another task's result");
+        done += 1;
+        sum += v;
+    };
+    for i in range {
+        if pending.len() == window {
+            check(pending.pop_front().unwrap());
+        }
+        pending.push_back((i, inc.submit((i,)).unwrap()));
+    }
+    pending.into_iter().for_each(&mut check);
+    (done, sum)
+}
+
+#[test]
+fn a_million_tiny_tasks_from_four_threads_complete_exactly_once() {
+    const TOTAL: i64 = 1_000_000;
+    let _serial = serial();
+    let engine = engine();
+    let inc = engine
+        .handler("gilpool_workloads", "inc")
+        .batch_size(64)
+        .load()
+        .unwrap();
+    let completions = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let per = TOTAL / THREADS as i64;
+    let sums: Vec<i64> = (0..THREADS as i64)
+        .map(|t| {
+            let (inc, completions) = (inc.clone(), completions.clone());
+            thread::spawn(move || {
+                let (done, sum) = run_range(&inc, t * per..(t + 1) * per, 2048);
+                completions.fetch_add(done, Ordering::SeqCst);
+                sum
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .collect();
+    let elapsed = start.elapsed();
+    assert_eq!(completions.load(Ordering::SeqCst), TOTAL as usize);
+    assert_eq!(sums.iter().sum::<i64>(), TOTAL * (TOTAL + 1) / 2);
+    assert_eq!(inc.staged(), (0, 0));
+    println!(
+        "1M inc tasks, 4 submitters, batch 64: {:.2} s ({:.2} us/task)",
+        elapsed.as_secs_f64(),
+        elapsed.as_secs_f64() * 1e6 / TOTAL as f64
+    );
+    engine.shutdown();
+    assert_eq!(inc.in_flight(), 0);
+}
+
+#[test]
+fn unbatched_submits_from_four_threads_complete_exactly_once_by_shutdown() {
+    const TOTAL: usize = 10_000;
+    let _serial = serial();
+    let engine = engine();
+    let inc = engine.load("gilpool_workloads", "inc").unwrap();
+    // How many times each task's callback ran.
+    let hits: Arc<Vec<AtomicU8>> = Arc::new((0..TOTAL).map(|_| AtomicU8::new(0)).collect());
+    let per = TOTAL / THREADS;
+    let futures: Vec<(usize, TaskFuture<i64>)> = (0..THREADS)
+        .map(|t| {
+            let (inc, hits) = (inc.clone(), hits.clone());
+            thread::spawn(move || {
+                (t * per..(t + 1) * per)
+                    .map(|i| {
+                        let hits = hits.clone();
+                        let fut = inc
+                            .submit_with(
+                                move || Ok((i as i64,)),
+                                move |obj| {
+                                    hits[i].fetch_add(1, Ordering::SeqCst);
+                                    i64::from_python(&obj)
+                                },
+                            )
+                            .unwrap();
+                        (i, fut)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    assert_eq!(futures.len(), TOTAL);
+    engine.shutdown();
+
+    let pending = futures.iter().filter(|(_, f)| !f.is_ready()).count();
+    assert_eq!(pending, 0, "{pending} futures still pending after shutdown");
+    for (i, fut) in futures {
+        assert_eq!(resolve(fut, GENEROUS).unwrap(), i as i64 + 1, "task {i}");
+    }
+    for (i, h) in hits.iter().enumerate() {
+        assert_eq!(
+            h.load(Ordering::SeqCst),
+            1,
+            "task {i}'s callback ran {} times",
+            h.load(Ordering::SeqCst)
+        );
+    }
+    assert_eq!(inc.in_flight(), 0);
+}
+
+/// What one skewed run saw.
+#[derive(Debug)]
+struct Skew {
+    /// Completion rank (0-based) of the long task.
+    long_rank: usize,
+    /// Completion rank of every short task.
+    short_ranks: Vec<usize>,
+    /// Short tasks run by each worker thread.
+    per_worker: BTreeMap<String, usize>,
+    /// When the last short task and the long task finished.
+    shorts_done: Duration,
+    long_done: Duration,
+    makespan: Duration,
+}
+
+/// One `cpu_spin_ms(2000)` task, then 10,000 `cpu_spin_us(100)` tasks (the
+/// short ones batched by `short_batch`), on 2 workers. The spins count the
+/// worker thread's CPU time, not wall time, so that other processes loading
+/// the machine slow the long and the short work alike.
+fn skewed_run(short_batch: usize) -> Skew {
+    const SHORT: usize = 10_000;
+    let engine = engine();
+    let long = engine.load("skew", "cpu_spin_ms").unwrap();
+    let short = engine
+        .handler("skew", "cpu_spin_us")
+        .batch_size(short_batch)
+        .load()
+        .unwrap();
+    let seq = Arc::new(AtomicUsize::new(0));
+    // Each callback takes the next completion rank and notes its worker.
+    let ranked = |seq: &Arc<AtomicUsize>| {
+        let seq = seq.clone();
+        move |obj: gilpool::Object<'_>| {
+            i64::from_python(&obj)?;
+            let worker = thread::current().name().unwrap_or("?").to_string();
+            Ok((seq.fetch_add(1, Ordering::SeqCst), worker, Instant::now()))
+        }
+    };
+    let start = Instant::now();
+    let long_fut = long.submit_with(|| Ok((2000,)), ranked(&seq)).unwrap();
+    let short_futs: Vec<_> = (0..SHORT)
+        .map(|_| short.submit_with(|| Ok((100,)), ranked(&seq)).unwrap())
+        .collect();
+    let shorts: Vec<_> = short_futs
+        .into_iter()
+        .map(|f| resolve(f, GENEROUS).unwrap())
+        .collect();
+    let (long_rank, _, long_at) = resolve(long_fut, GENEROUS).unwrap();
+    let makespan = start.elapsed();
+    engine.shutdown();
+    let mut per_worker = BTreeMap::new();
+    for (_, worker, _) in &shorts {
+        *per_worker.entry(worker.clone()).or_default() += 1;
+    }
+    Skew {
+        long_rank,
+        short_ranks: shorts.iter().map(|s| s.0).collect(),
+        per_worker,
+        shorts_done: shorts.iter().map(|s| s.2 - start).max().unwrap(),
+        long_done: long_at - start,
+        makespan,
+    }
+}
+
+#[test]
+fn idle_workers_steal_around_a_long_task() {
+    let _serial = serial();
+    // Work: 2 s long + 10,000 x 100 us short = 3 s of CPU on 2 workers.
+    let ideal = Duration::from_secs(2).max(Duration::from_millis(3000 / 2));
+    for batch in [1, 8] {
+        let run = skewed_run(batch);
+        let last_short = run.short_ranks.iter().copied().max().unwrap();
+        println!(
+            "skew (short batch {batch}): makespan {:.3} s vs ideal {:.3} s ({:+.1}%); \
+             shorts done at {:.3} s, long done at {:.3} s (#{} of {}); shorts per worker {:?}",
+            run.makespan.as_secs_f64(),
+            ideal.as_secs_f64(),
+            (run.makespan.as_secs_f64() / ideal.as_secs_f64() - 1.0) * 100.0,
+            run.shorts_done.as_secs_f64(),
+            run.long_done.as_secs_f64(),
+            run.long_rank,
+            run.short_ranks.len() + 1,
+            run.per_worker,
+        );
+        assert!(
+            run.short_ranks.iter().all(|&r| r < run.long_rank),
+            "batch {batch}: short tasks finished after the long one (long #{}, last short #{last_short}): \
+             short work waited behind the long task instead of running on the idle worker",
+            run.long_rank
+        );
+    }
+}
