@@ -62,12 +62,14 @@ Output schema (one JSON object)::
       "function": "gilpool_workloads.heavy" | "gilpool_workloads.inc",
       "arg": 4300 | "i", "heavy_n": 4300, "tasks": N, "workers": W, "repeat": R,
       "start_method": "fork", "loadavg_before": [1m, 5m, 15m] | null,
-      "loadavg_after": [...] | null, "total_s": float, "note": "...",
+      "loadavg_after": [...] | null, "foreign_cpu_pct": float | null,
+      "total_s": float, "note": "...",
       "entries": [
         {"name": str, "workers": int, "tasks": int, "seconds": float,
          "tasks_per_s": float, "per_task_us": float,    # 1e6 * seconds / tasks
          "startup_s": float | null, "speedup_vs_sequential": float | null,
          "seconds_all": [float, ...], "verified": bool, "note": str,
+         "foreign_cpu_pct": float | null,
          ... entry extras: "chunksize", "module", "wall_s", "child_seconds" ...},
         {"name": str, "skipped": "reason"},              # not available here
         {"name": str, "error": "Type: message"}          # failed
@@ -75,8 +77,12 @@ Output schema (one JSON object)::
     }
 
 ``per_task_us`` is inverse throughput (wall time divided by task count across
-all workers), not per-task latency.  ``loadavg_*`` is ``os.getloadavg()``: a
-busy machine (e.g. a concurrent compiler) makes every parallel number worse.
+all workers), not per-task latency.  ``foreign_cpu_pct`` (Linux only, else
+null) is the share of the machine's total CPU capacity that OTHER programs used
+while the entry (or, top level, the whole run) ran, from /proc/stat minus this
+process and its reaped children: above a few percent, the numbers are
+disturbed (e.g. by a concurrent compiler) -- rerun on a quiet machine.
+``loadavg_*`` is ``os.getloadavg()`` before and after the run.
 """
 
 import argparse
@@ -164,6 +170,38 @@ def share_args(kind, lo, hi):
 def run_share(fn, args):
     """Run ``fn`` over ``args`` sequentially and return the result list."""
     return [fn(a) for a in args]
+
+
+def cpu_snapshot():
+    """Return ``(wall, machine_busy_s, own_cpu_s)`` or None where /proc/stat is missing.
+
+    ``machine_busy_s`` is the busy (non-idle, non-iowait) CPU time of the whole
+    machine from /proc/stat; ``own_cpu_s`` is this process plus its reaped
+    children (``os.times``).  The difference between two snapshots is the CPU
+    time other programs used meanwhile: the noise indicator ``foreign_cpu_pct``.
+    """
+    try:
+        with open("/proc/stat") as fh:
+            fields = fh.readline().split()
+        ticks = [int(x) for x in fields[1:]]
+        hz = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError, IndexError):
+        return None
+    busy = (sum(ticks[:8]) - ticks[3] - ticks[4]) / float(hz)  # minus idle, iowait
+    t = os.times()
+    own = t[0] + t[1] + t[2] + t[3]
+    return (time.perf_counter(), busy, own)
+
+
+def foreign_cpu_pct(before, after):
+    """Percent of the machine's CPU capacity used by OTHER programs between two snapshots."""
+    if before is None or after is None:
+        return None
+    wall = after[0] - before[0]
+    if wall <= 0:
+        return None
+    foreign = (after[1] - before[1]) - (after[2] - before[2])
+    return round(max(0.0, foreign) / (wall * (os.cpu_count() or 1)) * 100.0, 1)
 
 
 def loadavg():
@@ -625,13 +663,17 @@ def main(argv=None):
         "ceiling": lambda: bench_ceiling(wl, workers, repeat),
     }
     entries, failed = [], False
+    snap_all = cpu_snapshot()
     for name in ns.names:
         t0 = time.perf_counter()
+        snap = cpu_snapshot()
         try:
             entry = runners[name]()
         except Exception as e:
             entry = {"name": name, "error": "%s: %s" % (type(e).__name__, e)}
             failed = True
+        if "seconds" in entry:
+            entry["foreign_cpu_pct"] = foreign_cpu_pct(snap, cpu_snapshot())
         if "skipped" in entry:
             log("%-22s skipped: %s" % (name, entry["skipped"]))
         elif "error" in entry:
@@ -639,10 +681,11 @@ def main(argv=None):
         else:
             if not entry["verified"]:
                 failed = True
-            log("%-22s best %.4fs  %10.1f tasks/s  %9.2f us/task  startup %s  (%.1fs total)%s" % (
+            log("%-22s best %.4fs  %10.1f tasks/s  %9.2f us/task  startup %s  (%.1fs total, foreign cpu %s%%)%s" % (
                 name, entry["seconds"], entry["tasks_per_s"], entry["per_task_us"],
                 "-" if entry["startup_s"] is None else "%.3fs" % entry["startup_s"],
-                time.perf_counter() - t0, "" if entry["verified"] else "  WRONG RESULTS"))
+                time.perf_counter() - t0, entry["foreign_cpu_pct"],
+                "" if entry["verified"] else "  WRONG RESULTS"))
         entries.append(entry)
 
     seq = [e for e in entries if e["name"] == "sequential" and "seconds" in e]
@@ -673,6 +716,7 @@ def main(argv=None):
         "start_method": start_method,
         "loadavg_before": before,
         "loadavg_after": loadavg(),
+        "foreign_cpu_pct": foreign_cpu_pct(snap_all, cpu_snapshot()),
         "total_s": round(time.perf_counter() - t_all, 3),
         "note": NOTE,
         "entries": entries,
