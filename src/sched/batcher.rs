@@ -54,7 +54,10 @@ pub(crate) enum Pushed<T> {
 impl<T> Batcher<T> {
     pub(crate) fn new(policy: BatchPolicy) -> Self {
         assert!(policy.batch_size > 0, "batch_size must be at least 1");
-        assert!(policy.prefetch_depth > 0, "prefetch_depth must be at least 1");
+        assert!(
+            policy.prefetch_depth > 0,
+            "prefetch_depth must be at least 1"
+        );
         Batcher {
             policy,
             stage: Mutex::new(Stage {
@@ -81,7 +84,11 @@ impl<T> Batcher<T> {
     }
 
     /// Adds many items at once; returns the batches that may be formed now.
-    pub(crate) fn push_many(&self, items: impl IntoIterator<Item = T>, now: Option<Instant>) -> Vec<Vec<T>> {
+    pub(crate) fn push_many(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        now: Option<Instant>,
+    ) -> Vec<Vec<T>> {
         let mut stage = self.stage.lock().unwrap();
         let stamp = self.policy.max_batch_delay.and(now);
         stage.pending.extend(items.into_iter().map(|i| (i, stamp)));
@@ -132,7 +139,10 @@ impl<T> Batcher<T> {
         if stage.flush || stage.outstanding >= self.policy.prefetch_depth {
             return None;
         }
-        stage.pending.front().and_then(|(_, t)| t.map(|t| t + delay))
+        stage
+            .pending
+            .front()
+            .and_then(|(_, t)| t.map(|t| t + delay))
     }
 
     /// Items waiting and batches outstanding, for metrics and tests.
@@ -147,7 +157,9 @@ impl<T> Batcher<T> {
             return None;
         }
         if stage.pending.len() < p.batch_size && !stage.flush {
-            if let (Some(delay), Some((_, Some(first)))) = (p.max_batch_delay, stage.pending.front()) {
+            if let (Some(delay), Some((_, Some(first)))) =
+                (p.max_batch_delay, stage.pending.front())
+            {
                 match now {
                     Some(now) if now >= *first + delay => {}
                     _ => return None,

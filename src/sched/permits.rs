@@ -72,10 +72,12 @@ impl Permits {
             if used >= self.capacity {
                 return Err(AcquireError::Timeout);
             }
-            match self
-                .used
-                .compare_exchange_weak(used, used + 1, Ordering::SeqCst, Ordering::SeqCst)
-            {
+            match self.used.compare_exchange_weak(
+                used,
+                used + 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
                 Ok(_) => return Ok(()),
                 Err(now) => used = now,
             }

@@ -180,7 +180,14 @@ impl<J> Local<J> {
         loop {
             let mut retry = false;
             match self.pool.injector.steal_batch_and_pop(&self.deque) {
-                Steal::Success(j) => return Some(j),
+                Steal::Success(j) => {
+                    // Extra jobs moved into our deque are work a sleeping
+                    // sibling could steal: tell it.
+                    if !self.deque.is_empty() {
+                        self.pool.sleep.notify_one();
+                    }
+                    return Some(j);
+                }
                 Steal::Retry => retry = true,
                 Steal::Empty => {}
             }

@@ -28,7 +28,10 @@ impl Handler {
     fn took(&self, batch: Vec<usize>, out: &mut Vec<Vec<usize>>) {
         let now = self.taken.fetch_add(1, Ordering::SeqCst) + 1;
         let depth = self.batcher.policy().prefetch_depth;
-        assert!(now <= depth, "{now} batches taken but not started, prefetch_depth {depth}");
+        assert!(
+            now <= depth,
+            "{now} batches taken but not started, prefetch_depth {depth}"
+        );
         assert!(!batch.is_empty() && batch.len() <= self.batcher.policy().batch_size);
         assert!(self.batcher.counts().1 <= depth);
         out.push(batch);

@@ -44,7 +44,11 @@ fn complete_twice_vs_wait() {
             .filter(|(_, r)| r.is_ok())
             .map(|(v, _)| *v)
             .collect();
-        assert_eq!(winners, [got], "exactly one completion, and it is the one seen");
+        assert_eq!(
+            winners,
+            [got],
+            "exactly one completion, and it is the one seen"
+        );
         for (v, r) in results {
             if v != got {
                 assert_eq!(r, Err(v), "the loser gets its value back");

@@ -11,7 +11,11 @@ use loom::thread;
 fn use_once(permits: &Permits, inside: &AtomicUsize) {
     permits.acquire(None).expect("not closed");
     let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
-    assert!(now <= permits.capacity(), "{now} holders, capacity {}", permits.capacity());
+    assert!(
+        now <= permits.capacity(),
+        "{now} holders, capacity {}",
+        permits.capacity()
+    );
     assert!(permits.in_use() <= permits.capacity());
     inside.fetch_sub(1, Ordering::SeqCst);
     permits.release();

@@ -43,6 +43,22 @@ fn join_all(workers: Vec<thread::JoinHandle<Vec<usize>>>) -> Vec<usize> {
         .collect()
 }
 
+/// The smallest drain: one worker, one job injected, then `drain()`. The
+/// worker must not exit on a search that came up empty before the drain
+/// (and before the job was published).
+#[test]
+fn drain_after_inject() {
+    loom::model(|| {
+        let (pool, locals) = Pool::<usize>::new(1);
+        let workers = spawn_workers(locals, &[]);
+        pool.inject(0);
+        pool.drain();
+        let ran = join_all(workers);
+        assert!(pool.take_all().is_empty(), "drain left a job queued");
+        assert_exactly_once(ran, 1);
+    });
+}
+
 /// Two workers; two jobs injected, then `drain()`: both jobs run, both
 /// workers exit, nothing is left queued.
 #[test]

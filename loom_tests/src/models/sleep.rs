@@ -111,7 +111,10 @@ mod broken {
             stderr.contains("deadlock"),
             "{test} failed, but not with a lost wakeup (deadlock); child output:\n{stderr}"
         );
-        eprintln!("{test}: loom reported the lost wakeup, as it must: {}", first_line(&stderr));
+        eprintln!(
+            "{test}: loom reported the lost wakeup, as it must: {}",
+            first_line(&stderr)
+        );
     }
 
     fn first_line(stderr: &str) -> &str {
@@ -123,7 +126,10 @@ mod broken {
 
     #[test]
     fn inject_while_worker_sleeps() {
-        expect_deadlock("inject_while_worker_sleeps", super::inject_while_worker_sleeps);
+        expect_deadlock(
+            "inject_while_worker_sleeps",
+            super::inject_while_worker_sleeps,
+        );
     }
 
     #[test]
