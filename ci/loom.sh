@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Loom models of the scheduler (loom_tests/, see docs/TESTING-loom.md).
+# Loom models of the scheduler (loom_tests/, see docs/TESTING.md).
 #
 #   ci/loom.sh            # from any directory
 #

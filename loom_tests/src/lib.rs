@@ -6,7 +6,7 @@
 //! same API. Each model in [`models`] is one scenario with 2–3 threads that
 //! loom runs under every interleaving (up to `LOOM_MAX_PREEMPTIONS`).
 //!
-//! Run them with `ci/loom.sh`; `docs/TESTING-loom.md` says what each model
+//! Run them with `ci/loom.sh`; `docs/TESTING.md` says what each model
 //! proves and what it cannot see.
 
 #[path = "../../src/sched/mod.rs"]
@@ -19,5 +19,5 @@ mod models;
 // crossbeam-deque, and loom would check nothing.
 #[cfg(all(test, not(gilpool_loom)))]
 compile_error!(
-    "the loom models need RUSTFLAGS=\"--cfg gilpool_loom\"; run ci/loom.sh (see docs/TESTING-loom.md)"
+    "the loom models need RUSTFLAGS=\"--cfg gilpool_loom\"; run ci/loom.sh (see docs/TESTING.md)"
 );
