@@ -71,7 +71,8 @@ impl IntoPython for i128 {
 impl FromPython for i128 {
     fn from_python(obj: &Object<'_>) -> Result<Self> {
         let big = BigInt::from_python(obj)?;
-        i128::try_from(&big).map_err(|_| Error::conversion(format!("{big} is out of range for i128")))
+        i128::try_from(&big)
+            .map_err(|_| Error::conversion(format!("{big} is out of range for i128")))
     }
 }
 
@@ -149,7 +150,10 @@ impl FromPython for () {
     fn from_python(obj: &Object<'_>) -> Result<Self> {
         match obj.kind() {
             Kind::None => Ok(()),
-            _ => Err(Error::conversion(format!("expected None, got {}", obj.type_name()))),
+            _ => Err(Error::conversion(format!(
+                "expected None, got {}",
+                obj.type_name()
+            ))),
         }
     }
 }
@@ -173,15 +177,24 @@ impl<T: FromPython> FromPython for Option<T> {
 
 impl<T: IntoPython> IntoPython for Vec<T> {
     fn into_python<'py>(self, py: Python<'py>) -> Result<Object<'py>> {
-        let items = self.into_iter().map(|v| v.into_python(py)).collect::<Result<Vec<_>>>()?;
+        let items = self
+            .into_iter()
+            .map(|v| v.into_python(py))
+            .collect::<Result<Vec<_>>>()?;
         Ok(py.list(items)?)
     }
 }
 impl<T: FromPython> FromPython for Vec<T> {
     fn from_python(obj: &Object<'_>) -> Result<Self> {
         match obj.kind() {
-            Kind::List | Kind::Tuple => conv(obj.sequence_items())?.iter().map(T::from_python).collect(),
-            _ => Err(Error::conversion(format!("expected list, got {}", obj.type_name()))),
+            Kind::List | Kind::Tuple => conv(obj.sequence_items())?
+                .iter()
+                .map(T::from_python)
+                .collect(),
+            _ => Err(Error::conversion(format!(
+                "expected list, got {}",
+                obj.type_name()
+            ))),
         }
     }
 }
@@ -202,7 +215,10 @@ fn dict_from<K: FromPython, V: FromPython, C: FromIterator<(K, V)>>(obj: &Object
             .iter()
             .map(|(k, v)| Ok((K::from_python(k)?, V::from_python(v)?)))
             .collect(),
-        _ => Err(Error::conversion(format!("expected dict, got {}", obj.type_name()))),
+        _ => Err(Error::conversion(format!(
+            "expected dict, got {}",
+            obj.type_name()
+        ))),
     }
 }
 
@@ -211,7 +227,9 @@ impl<K: IntoPython, V: IntoPython, S> IntoPython for HashMap<K, V, S> {
         dict_into(py, self.into_iter())
     }
 }
-impl<K: FromPython + Eq + Hash, V: FromPython, S: std::hash::BuildHasher + Default> FromPython for HashMap<K, V, S> {
+impl<K: FromPython + Eq + Hash, V: FromPython, S: std::hash::BuildHasher + Default> FromPython
+    for HashMap<K, V, S>
+{
     fn from_python(obj: &Object<'_>) -> Result<Self> {
         dict_from(obj)
     }
@@ -281,7 +299,10 @@ pub trait IntoArgs: Send + 'static {
 
 impl IntoArgs for () {
     fn into_args<'py>(self, _py: Python<'py>) -> Result<CallArgs<'py>> {
-        Ok(CallArgs { positional: Vec::new(), keywords: None })
+        Ok(CallArgs {
+            positional: Vec::new(),
+            keywords: None,
+        })
     }
 }
 
@@ -307,7 +328,10 @@ impl Args {
     }
     /// From positional values and keyword pairs.
     pub fn from_parts(positional: Vec<Value>, keywords: Vec<(String, Value)>) -> Args {
-        Args { positional, keywords }
+        Args {
+            positional,
+            keywords,
+        }
     }
     /// Adds a positional argument.
     pub fn arg(mut self, v: impl Into<Value>) -> Args {
@@ -346,6 +370,9 @@ impl IntoArgs for Args {
                 .collect::<Result<Vec<_>>>()?;
             Some(py.dict(pairs)?)
         };
-        Ok(CallArgs { positional, keywords })
+        Ok(CallArgs {
+            positional,
+            keywords,
+        })
     }
 }

@@ -142,15 +142,19 @@ impl EngineBuilder {
                 .map_err(|e| Error::config(format!("sys_path entry {}: {e}", p.display())))?;
             sys_path.push(abs.to_string_lossy().into_owned());
         }
-        let prelude = self
-            .prelude
-            .unwrap_or_else(|| gilpool_ffi::runtime::DEFAULT_PRELUDE.iter().map(|s| s.to_string()).collect());
+        let prelude = self.prelude.unwrap_or_else(|| {
+            gilpool_ffi::runtime::DEFAULT_PRELUDE
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        });
         let config = RuntimeConfig {
             executable: self.executable.clone(),
             prelude: prelude.clone(),
             sys_path: sys_path.clone(),
         };
-        let runtime = Runtime::get_or_init(&config).map_err(|e| Error::new(ErrorKind::Init(e.to_string())))?;
+        let runtime = Runtime::get_or_init(&config)
+            .map_err(|e| Error::new(ErrorKind::Init(e.to_string())))?;
         // A runtime started by an earlier engine: make sure this engine's
         // prelude is loaded too (a no-op for modules already imported).
         let failures = runtime
@@ -175,7 +179,11 @@ impl EngineBuilder {
             pool,
             delayed: Mutex::new(Vec::new()),
         });
-        let cores = if self.pin { core_affinity::get_core_ids().unwrap_or_default() } else { Vec::new() };
+        let cores = if self.pin {
+            core_affinity::get_core_ids().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let mut threads = Vec::new();
         for local in locals {
@@ -188,11 +196,19 @@ impl EngineBuilder {
                 idle_spin: self.idle_spin,
                 ready: ready_tx.clone(),
             };
-            let name = format!("gilpool-{}-{}", if kind == LaneKind::Sub { "sub" } else { "main" }, threads.len());
+            let name = format!(
+                "gilpool-{}-{}",
+                if kind == LaneKind::Sub { "sub" } else { "main" },
+                threads.len()
+            );
             let handle = std::thread::Builder::new()
                 .name(name)
                 .spawn(move || worker::run(setup))
-                .map_err(|e| Error::new(ErrorKind::Init(format!("cannot spawn a worker thread: {e}"))))?;
+                .map_err(|e| {
+                    Error::new(ErrorKind::Init(format!(
+                        "cannot spawn a worker thread: {e}"
+                    )))
+                })?;
             threads.push(handle);
         }
         drop(ready_tx);
@@ -421,7 +437,11 @@ impl HandlerBuilder<'_> {
     /// that the function exists and is callable.
     pub fn load(self) -> Result<Handler> {
         let o = &self.options;
-        for (name, v) in [("batch_size", o.batch_size), ("prefetch_depth", o.prefetch_depth), ("max_in_flight", o.max_in_flight)] {
+        for (name, v) in [
+            ("batch_size", o.batch_size),
+            ("prefetch_depth", o.prefetch_depth),
+            ("max_in_flight", o.max_in_flight),
+        ] {
             if v == 0 {
                 return Err(Error::config(format!("{name} must be at least 1")));
             }
@@ -436,7 +456,12 @@ impl HandlerBuilder<'_> {
         if shared.closed.load(Ordering::SeqCst) {
             return Err(Error::new(ErrorKind::Shutdown));
         }
-        let core = Arc::new(HandlerCore::new(&self.module, &self.function, self.options, shared.lane.clone()));
+        let core = Arc::new(HandlerCore::new(
+            &self.module,
+            &self.function,
+            self.options,
+            shared.lane.clone(),
+        ));
         let handler = Handler { core: core.clone() };
         handler.resolve()?;
         shared.handlers.lock().unwrap().push(core.clone());

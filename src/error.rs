@@ -18,13 +18,23 @@ pub(crate) enum ErrorKind {
     /// Invalid configuration or argument.
     Config(String),
     /// `import module` raised ModuleNotFoundError for the module itself.
-    ModuleNotFound { module: String, exception: PyException },
+    ModuleNotFound {
+        module: String,
+        exception: PyException,
+    },
     /// The module imported but raised something else while doing so.
-    Import { module: String, exception: PyException },
+    Import {
+        module: String,
+        exception: PyException,
+    },
     /// The module has no attribute of that name.
     FunctionNotFound { module: String, function: String },
     /// The attribute exists but is not callable.
-    NotCallable { module: String, function: String, type_name: String },
+    NotCallable {
+        module: String,
+        function: String,
+        type_name: String,
+    },
     /// The Python function raised.
     Python(PyException),
     /// A value could not be converted between Rust and Python.
@@ -63,7 +73,9 @@ impl Error {
     pub fn python(&self) -> Option<&PyException> {
         match &self.kind {
             ErrorKind::Python(e) => Some(e),
-            ErrorKind::ModuleNotFound { exception, .. } | ErrorKind::Import { exception, .. } => Some(exception),
+            ErrorKind::ModuleNotFound { exception, .. } | ErrorKind::Import { exception, .. } => {
+                Some(exception)
+            }
             _ => None,
         }
     }
@@ -141,7 +153,11 @@ impl fmt::Display for Error {
             ErrorKind::FunctionNotFound { module, function } => {
                 write!(f, "module {module:?} has no function {function:?}")
             }
-            ErrorKind::NotCallable { module, function, type_name } => {
+            ErrorKind::NotCallable {
+                module,
+                function,
+                type_name,
+            } => {
                 write!(f, "{module}.{function} is a {type_name}, not a callable")
             }
             ErrorKind::Python(e) => write!(f, "Python raised {e}"),
@@ -159,7 +175,8 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.python().map(|e| e as &(dyn std::error::Error + 'static))
+        self.python()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -202,7 +219,9 @@ impl<T> TrySubmitError<T> {
 
 impl<T> fmt::Debug for TrySubmitError<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TrySubmitError").field("error", &self.error).finish_non_exhaustive()
+        f.debug_struct("TrySubmitError")
+            .field("error", &self.error)
+            .finish_non_exhaustive()
     }
 }
 

@@ -36,7 +36,12 @@ pub(crate) struct HandlerCore {
 }
 
 impl HandlerCore {
-    pub(crate) fn new(module: &str, function: &str, options: HandlerOptions, lane: Arc<Lane>) -> HandlerCore {
+    pub(crate) fn new(
+        module: &str,
+        function: &str,
+        options: HandlerOptions,
+        lane: Arc<Lane>,
+    ) -> HandlerCore {
         HandlerCore {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             module: module.to_string(),
@@ -141,7 +146,10 @@ impl Handler {
 
     /// Submits a call; blocks while the handler's in-flight bound is
     /// reached. Fails only when the engine is shut down.
-    pub fn submit<A: IntoArgs, R: FromPython + Send + 'static>(&self, args: A) -> Result<TaskFuture<R>> {
+    pub fn submit<A: IntoArgs, R: FromPython + Send + 'static>(
+        &self,
+        args: A,
+    ) -> Result<TaskFuture<R>> {
         self.submit_with(move || Ok(args), from_python::<R>)
     }
 
@@ -263,7 +271,8 @@ impl Handler {
             handler: self.core.clone(),
             reply: tx,
         });
-        rx.recv().unwrap_or_else(|_| Err(Error::new(ErrorKind::Shutdown)))
+        rx.recv()
+            .unwrap_or_else(|_| Err(Error::new(ErrorKind::Shutdown)))
     }
 }
 
@@ -308,6 +317,8 @@ where
                 None => break,
             }
         }
-        self.pending.pop_front().map(|f| f.and_then(TaskFuture::wait))
+        self.pending
+            .pop_front()
+            .map(|f| f.and_then(TaskFuture::wait))
     }
 }

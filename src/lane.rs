@@ -56,7 +56,10 @@ impl Lane {
     /// them as a batch. Tasks whose commit fails complete with that error;
     /// if none is left, the prefetch slot passes to the next batch.
     pub(crate) fn publish(handler: &Arc<HandlerCore>, mut tasks: Vec<Box<dyn Task>>) {
-        debug_assert!(!gilpool_ffi::is_attached(), "commit must run with no GIL held");
+        debug_assert!(
+            !gilpool_ffi::is_attached(),
+            "commit must run with no GIL held"
+        );
         loop {
             tasks.retain_mut(|t| t.commit());
             if !tasks.is_empty() {

@@ -80,7 +80,9 @@ pub use value::Value;
 pub fn finalize() -> Result<()> {
     match gilpool_ffi::Runtime::finalize() {
         Ok(0) => Ok(()),
-        Ok(code) => Err(error::Error::new(error::ErrorKind::Init(format!("Py_FinalizeEx returned {code}")))),
+        Ok(code) => Err(error::Error::new(error::ErrorKind::Init(format!(
+            "Py_FinalizeEx returned {code}"
+        )))),
         Err(e) => Err(error::Error::new(error::ErrorKind::Init(e.to_string()))),
     }
 }

@@ -105,8 +105,12 @@ where
                 return true;
             }
         };
-        let outcome = catch_unwind(AssertUnwindSafe(commit))
-            .unwrap_or_else(|p| Err(Error::new(ErrorKind::Panic(format!("commit: {}", panic_message(&*p))))));
+        let outcome = catch_unwind(AssertUnwindSafe(commit)).unwrap_or_else(|p| {
+            Err(Error::new(ErrorKind::Panic(format!(
+                "commit: {}",
+                panic_message(&*p)
+            ))))
+        });
         match outcome {
             Ok(payload) => {
                 self.stage = Stage::Committed(payload);
@@ -140,8 +144,14 @@ where
     fn finish(mut self: Box<Self>, result: Result<Object<'_>>) {
         let Some(done) = self.done.take() else { return };
         let value = match (result, self.callback.take()) {
-            (Ok(obj), Some(cb)) => catch_unwind(AssertUnwindSafe(move || cb(obj)))
-                .unwrap_or_else(|p| Err(Error::new(ErrorKind::Panic(format!("callback: {}", panic_message(&*p)))))),
+            (Ok(obj), Some(cb)) => {
+                catch_unwind(AssertUnwindSafe(move || cb(obj))).unwrap_or_else(|p| {
+                    Err(Error::new(ErrorKind::Panic(format!(
+                        "callback: {}",
+                        panic_message(&*p)
+                    ))))
+                })
+            }
             (Ok(_), None) => Err(Error::conversion("task callback already used")),
             (Err(e), _) => Err(e),
         };
@@ -178,7 +188,9 @@ impl<R> TaskFuture<R> {
     /// Blocks until the task finished; returns its result.
     pub fn wait(self) -> Result<R> {
         self.spin();
-        self.cell.wait().unwrap_or_else(|| Err(Error::new(ErrorKind::Consumed)))
+        self.cell
+            .wait()
+            .unwrap_or_else(|| Err(Error::new(ErrorKind::Consumed)))
     }
 
     /// Blocks at most `timeout`. `None` if the task has not finished (call

@@ -74,8 +74,18 @@ impl IntoPython for Value {
             Value::Float(f) => py.float(f)?,
             Value::Str(s) => py.str(&s),
             Value::Bytes(b) => py.bytes(&b)?,
-            Value::List(items) => py.list(items.into_iter().map(|v| v.into_python(py)).collect::<Result<_>>()?)?,
-            Value::Tuple(items) => py.tuple(items.into_iter().map(|v| v.into_python(py)).collect::<Result<_>>()?)?,
+            Value::List(items) => py.list(
+                items
+                    .into_iter()
+                    .map(|v| v.into_python(py))
+                    .collect::<Result<_>>()?,
+            )?,
+            Value::Tuple(items) => py.tuple(
+                items
+                    .into_iter()
+                    .map(|v| v.into_python(py))
+                    .collect::<Result<_>>()?,
+            )?,
             Value::Dict(pairs) => py.dict(
                 pairs
                     .into_iter()

@@ -4,7 +4,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::handler::HandlerCore;
 use crate::lane::{Batch, Job, Lane, LaneKind};
 use crate::sched::pool::{Idle, Local, Next};
-use gilpool_ffi::{Kind, MainThreadState, Object, PyException, Python, Runtime, Stash, SubInterpreter, WorkerState};
+use gilpool_ffi::{
+    Kind, MainThreadState, Object, PyException, Python, Runtime, Stash, SubInterpreter, WorkerState,
+};
 use std::collections::HashMap;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
@@ -38,7 +40,9 @@ pub(crate) fn run(setup: WorkerSetup) {
     };
     let prepared = gilpool_ffi::attach(&*state, |py| py.prepend_sys_path(&setup.sys_path));
     if let Err(e) = prepared {
-        let _ = setup.ready.send(Err(format!("cannot set sys.path in a worker interpreter: {e}")));
+        let _ = setup.ready.send(Err(format!(
+            "cannot set sys.path in a worker interpreter: {e}"
+        )));
         return;
     }
     let _ = setup.ready.send(Ok(()));
@@ -110,9 +114,10 @@ impl Worker {
             run_vectorized(py, &func, &handler, tasks);
         } else {
             for mut task in tasks {
-                let result = task
-                    .args(py)
-                    .and_then(|a| func.call(&a.positional, a.keywords.as_ref()).map_err(Error::from));
+                let result = task.args(py).and_then(|a| {
+                    func.call(&a.positional, a.keywords.as_ref())
+                        .map_err(Error::from)
+                });
                 task.finish(result);
             }
         }
@@ -203,7 +208,11 @@ fn run_vectorized<'py>(
 
 /// The handler's function in this interpreter: imported and looked up on
 /// first use, then cached.
-fn lookup<'py>(cache: &mut HashMap<u64, Stash>, py: Python<'py>, handler: &HandlerCore) -> Result<Object<'py>> {
+fn lookup<'py>(
+    cache: &mut HashMap<u64, Stash>,
+    py: Python<'py>,
+    handler: &HandlerCore,
+) -> Result<Object<'py>> {
     if let Some(s) = cache.get(&handler.id) {
         return Ok(s.bind(py));
     }
@@ -213,7 +222,9 @@ fn lookup<'py>(cache: &mut HashMap<u64, Stash>, py: Python<'py>, handler: &Handl
 }
 
 fn import_function<'py>(py: Python<'py>, module: &str, function: &str) -> Result<Object<'py>> {
-    let m = py.import(module).map_err(|exception| import_error(module, exception))?;
+    let m = py
+        .import(module)
+        .map_err(|exception| import_error(module, exception))?;
     let mut obj = m;
     for part in function.split('.') {
         obj = obj.getattr(part).map_err(|_| {

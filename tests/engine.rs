@@ -42,7 +42,10 @@ fn invoke_with_converts_while_attached() {
             Ok(obj.len().unwrap())
         })
         .unwrap();
-    assert!(attached.load(Ordering::SeqCst), "the callback runs attached");
+    assert!(
+        attached.load(Ordering::SeqCst),
+        "the callback runs attached"
+    );
     assert!(n >= 9, "kinds() has an entry per supported type, got {n}");
     assert!(!gilpool::is_attached(), "the caller is never attached");
 }
@@ -51,7 +54,9 @@ fn invoke_with_converts_while_attached() {
 fn keyword_arguments_reach_python() {
     let engine = builder(Mode::Auto).build().unwrap();
     let echo = engine.load("gilpool_workloads", "echo").unwrap();
-    let out: Value = echo.invoke(Args::new().arg(1).arg("x").kwarg("k", 2.5)).unwrap();
+    let out: Value = echo
+        .invoke(Args::new().arg(1).arg("x").kwarg("k", 2.5))
+        .unwrap();
     assert_eq!(
         out,
         Value::List(vec![
@@ -67,13 +72,21 @@ fn load_errors_are_distinct_and_name_what_is_missing() {
     let e = engine.load("no_such_module_xyz", "f").unwrap_err();
     assert!(e.is_module_not_found(), "{e}");
     assert!(e.to_string().contains("no_such_module_xyz"), "{e}");
-    let e = engine.load("gilpool_workloads", "no_such_function").unwrap_err();
+    let e = engine
+        .load("gilpool_workloads", "no_such_function")
+        .unwrap_err();
     assert!(e.is_function_not_found(), "{e}");
     assert!(e.to_string().contains("no_such_function"), "{e}");
-    let e = engine.load("gilpool_workloads", "NOT_CALLABLE").unwrap_err();
+    let e = engine
+        .load("gilpool_workloads", "NOT_CALLABLE")
+        .unwrap_err();
     assert!(e.is_not_callable(), "{e}");
     assert!(e.to_string().contains("int"), "{e}");
-    let e = engine.handler("gilpool_workloads", "inc").batch_size(0).load().unwrap_err();
+    let e = engine
+        .handler("gilpool_workloads", "inc")
+        .batch_size(0)
+        .load()
+        .unwrap_err();
     assert!(e.is_config() && e.to_string().contains("batch_size"), "{e}");
     let e = engine.load("", "f").unwrap_err();
     assert!(e.is_config(), "{e}");
@@ -83,8 +96,16 @@ fn load_errors_are_distinct_and_name_what_is_missing() {
 fn a_module_that_raises_on_import_is_an_import_error() {
     let dir = std::env::temp_dir().join(format!("gilpool-import-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("broken_on_import.py"), "raise RuntimeError('boom at import')\n").unwrap();
-    std::fs::write(dir.join("needs_missing.py"), "import not_installed_dep_xyz\ndef f(): pass\n").unwrap();
+    std::fs::write(
+        dir.join("broken_on_import.py"),
+        "raise RuntimeError('boom at import')\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("needs_missing.py"),
+        "import not_installed_dep_xyz\ndef f(): pass\n",
+    )
+    .unwrap();
     let engine = builder(Mode::Auto).sys_path(&dir).build().unwrap();
     let e = engine.load("broken_on_import", "f").unwrap_err();
     assert!(e.is_import(), "{e}");
@@ -107,8 +128,16 @@ fn python_exceptions_become_owned_data_and_the_worker_keeps_serving() {
             let exc = e.python().unwrap();
             assert_eq!(exc.type_name, "ValueError");
             assert_eq!(exc.message, format!("bad {i}"));
-            assert!(exc.traceback.contains("Traceback (most recent call last)"), "{}", exc.traceback);
-            assert!(exc.traceback.contains("gilpool_workloads.py"), "{}", exc.traceback);
+            assert!(
+                exc.traceback.contains("Traceback (most recent call last)"),
+                "{}",
+                exc.traceback
+            );
+            assert!(
+                exc.traceback.contains("gilpool_workloads.py"),
+                "{}",
+                exc.traceback
+            );
             assert!(std::error::Error::source(&e).is_some());
             assert_eq!(inc.invoke::<_, i64>((i,)).unwrap(), i + 1);
         }
@@ -137,38 +166,78 @@ fn conversion_errors_name_the_types() {
 #[test]
 fn panics_in_commit_or_callback_fail_only_that_task() {
     let engine = builder(Mode::Auto).build().unwrap();
-    let inc = engine.handler("gilpool_workloads", "inc").batch_size(8).load().unwrap();
+    let inc = engine
+        .handler("gilpool_workloads", "inc")
+        .batch_size(8)
+        .load()
+        .unwrap();
     let mut futures = Vec::new();
     for i in 0..24i64 {
         let f = match i % 6 {
-            1 => inc.submit_with(move || -> gilpool::Result<(i64,)> { panic!("commit {i}") }, |_| Ok(0i64)),
-            4 => inc.submit_with(move || Ok((i,)), move |_| -> gilpool::Result<i64> { panic!("callback {i}") }),
-            _ => inc.submit_with(move || Ok((i,)), |o| o.extract_i64().map(Option::unwrap).map_err(Into::into)),
+            1 => inc.submit_with(
+                move || -> gilpool::Result<(i64,)> { panic!("commit {i}") },
+                |_| Ok(0i64),
+            ),
+            4 => inc.submit_with(
+                move || Ok((i,)),
+                move |_| -> gilpool::Result<i64> { panic!("callback {i}") },
+            ),
+            _ => inc.submit_with(
+                move || Ok((i,)),
+                |o| o.extract_i64().map(Option::unwrap).map_err(Into::into),
+            ),
         };
         futures.push((i, f.unwrap()));
     }
     for (i, f) in futures {
         match (i % 6, f.wait()) {
-            (1, Err(e)) => assert!(e.is_panic() && e.to_string().contains(&format!("commit {i}")), "{e}"),
-            (4, Err(e)) => assert!(e.is_panic() && e.to_string().contains(&format!("callback {i}")), "{e}"),
+            (1, Err(e)) => assert!(
+                e.is_panic() && e.to_string().contains(&format!("commit {i}")),
+                "{e}"
+            ),
+            (4, Err(e)) => assert!(
+                e.is_panic() && e.to_string().contains(&format!("callback {i}")),
+                "{e}"
+            ),
             (_, Ok(v)) => assert_eq!(v, i + 1),
             (k, other) => panic!("task {i} (kind {k}) gave {other:?}"),
         }
     }
-    assert_eq!(inc.invoke::<_, i64>((1,)).unwrap(), 2, "the engine keeps serving");
+    assert_eq!(
+        inc.invoke::<_, i64>((1,)).unwrap(),
+        2,
+        "the engine keeps serving"
+    );
 }
 
 #[test]
 fn modes_report_their_effective_mode() {
     let engine = builder(Mode::Auto).build().unwrap();
-    let expect = if Mode::SubInterpreters.is_supported() { Mode::SubInterpreters } else { Mode::SingleGil };
+    let expect = if Mode::SubInterpreters.is_supported() {
+        Mode::SubInterpreters
+    } else {
+        Mode::SingleGil
+    };
     assert_eq!(engine.mode(), expect);
     drop(engine);
     let engine = builder(Mode::SubInterpreters).build().unwrap();
-    assert_eq!(engine.mode(), expect, "SubInterpreters falls back to SingleGil before 3.12");
-    assert_eq!(engine.warnings().is_empty(), Mode::SubInterpreters.is_supported(), "{:?}", engine.warnings());
+    assert_eq!(
+        engine.mode(),
+        expect,
+        "SubInterpreters falls back to SingleGil before 3.12"
+    );
+    assert_eq!(
+        engine.warnings().is_empty(),
+        Mode::SubInterpreters.is_supported(),
+        "{:?}",
+        engine.warnings()
+    );
     let v = engine.python_version();
-    assert_eq!(Mode::SubInterpreters.is_supported(), (v.major, v.minor) >= (3, 12), "{v}");
+    assert_eq!(
+        Mode::SubInterpreters.is_supported(),
+        (v.major, v.minor) >= (3, 12),
+        "{v}"
+    );
     let engine = builder(Mode::SingleGil).build().unwrap();
     assert_eq!(engine.mode(), Mode::SingleGil);
 }
@@ -176,7 +245,10 @@ fn modes_report_their_effective_mode() {
 #[test]
 fn worker_count_defaults_to_the_cores() {
     let engine = gilpool::Engine::builder().pin(false).build().unwrap();
-    assert_eq!(engine.workers(), std::thread::available_parallelism().unwrap().get());
+    assert_eq!(
+        engine.workers(),
+        std::thread::available_parallelism().unwrap().get()
+    );
     let e = gilpool::Engine::builder().workers(0).build().unwrap_err();
     assert!(e.is_config(), "{e}");
 }
@@ -189,18 +261,33 @@ fn each_subinterpreter_worker_has_its_own_interpreter() {
         let spin = engine.load("gilpool_workloads", "spin").unwrap();
         // Keep both workers busy so both run tasks.
         let futures: Vec<_> = (0..40)
-            .map(|_| interp.submit_with(|| Ok(()), |o| o.extract_i64().map(Option::unwrap).map_err(Into::into)))
+            .map(|_| {
+                interp.submit_with(
+                    || Ok(()),
+                    |o| o.extract_i64().map(Option::unwrap).map_err(Into::into),
+                )
+            })
             .collect();
         let _busy = spin.submit::<_, Value>((50,)).unwrap();
-        let mut ids: Vec<i64> = futures.into_iter().map(|f| f.unwrap().wait().unwrap()).collect();
+        let mut ids: Vec<i64> = futures
+            .into_iter()
+            .map(|f| f.unwrap().wait().unwrap())
+            .collect();
         ids.sort();
         ids.dedup();
         ids
     };
-    assert_eq!(ids_for(Mode::SingleGil), vec![0], "SingleGil runs in the main interpreter");
+    assert_eq!(
+        ids_for(Mode::SingleGil),
+        vec![0],
+        "SingleGil runs in the main interpreter"
+    );
     if Mode::SubInterpreters.is_supported() {
         let ids = ids_for(Mode::SubInterpreters);
-        assert!(!ids.is_empty() && ids.iter().all(|&i| i > 0), "subinterpreters have ids > 0: {ids:?}");
+        assert!(
+            !ids.is_empty() && ids.iter().all(|&i| i > 0),
+            "subinterpreters have ids > 0: {ids:?}"
+        );
     }
 }
 
@@ -209,13 +296,24 @@ fn runtime_facts_sys_executable_signals_sys_path() {
     for mode in modes() {
         let engine = builder(mode).build().unwrap();
         let eval = engine.load("builtins", "eval").unwrap();
-        let exe: String = eval.invoke(("__import__('sys').executable", Value::Dict(vec![]))).unwrap();
-        assert!(std::path::Path::new(&exe).is_file(), "sys.executable {exe:?} is a file");
+        let exe: String = eval
+            .invoke(("__import__('sys').executable", Value::Dict(vec![])))
+            .unwrap();
+        assert!(
+            std::path::Path::new(&exe).is_file(),
+            "sys.executable {exe:?} is a file"
+        );
         assert!(exe.contains("python"), "{exe}");
-        let version: String = eval.invoke(("'%d.%d.%d' % __import__('sys').version_info[:3]", Value::Dict(vec![])))
+        let version: String = eval
+            .invoke((
+                "'%d.%d.%d' % __import__('sys').version_info[:3]",
+                Value::Dict(vec![]),
+            ))
             .unwrap();
         assert_eq!(version, engine.python_version().to_string());
-        let first: String = eval.invoke(("__import__('sys').path[0]", Value::Dict(vec![]))).unwrap();
+        let first: String = eval
+            .invoke(("__import__('sys').path[0]", Value::Dict(vec![])))
+            .unwrap();
         assert_eq!(
             std::fs::canonicalize(&first).unwrap(),
             std::fs::canonicalize(common::PYTHON_DIR).unwrap()
@@ -226,12 +324,18 @@ fn runtime_facts_sys_executable_signals_sys_path() {
     // after the `signal` module is imported: SIGINT stays with the host.
     let engine = builder(Mode::SingleGil).build().unwrap();
     let eval = engine.load("builtins", "eval").unwrap();
-    let _: String = eval.invoke(("str(__import__('signal').SIGINT)", Value::Dict(vec![]))).unwrap();
+    let _: String = eval
+        .invoke(("str(__import__('signal').SIGINT)", Value::Dict(vec![])))
+        .unwrap();
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let caught = status.lines().find(|l| l.starts_with("SigCgt:")).unwrap();
     let mask = u64::from_str_radix(caught.split_whitespace().nth(1).unwrap(), 16).unwrap();
     for (name, signo) in [("SIGINT", 2), ("SIGTERM", 15)] {
-        assert_eq!(mask & (1 << (signo - 1)), 0, "{name} is caught by someone: {caught}");
+        assert_eq!(
+            mask & (1 << (signo - 1)),
+            0,
+            "{name} is caught by someone: {caught}"
+        );
     }
 }
 
@@ -245,8 +349,14 @@ fn same_results_in_every_mode_and_in_plain_python() {
         exe = engine.python_executable().to_string();
         let heavy = engine.load("gilpool_workloads", "heavy").unwrap();
         let stdlib = engine.load("gilpool_workloads", "use_stdlib").unwrap();
-        let a: Vec<i64> = heavy.map((0..n).map(|i| (100 + i,))).collect::<Result<_, _>>().unwrap();
-        let b: Vec<Value> = stdlib.map((0..n).map(|i| (i,))).collect::<Result<_, _>>().unwrap();
+        let a: Vec<i64> = heavy
+            .map((0..n).map(|i| (100 + i,)))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let b: Vec<Value> = stdlib
+            .map((0..n).map(|i| (i,)))
+            .collect::<Result<_, _>>()
+            .unwrap();
         per_mode.push((a, b));
     }
     let code = format!(
@@ -258,9 +368,18 @@ fn same_results_in_every_mode_and_in_plain_python() {
         .env("PYTHONPATH", common::PYTHON_DIR)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let plain: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let plain_heavy: Vec<i64> = plain[0].as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    let plain_heavy: Vec<i64> = plain[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
     for (a, b) in &per_mode {
         assert_eq!(a, &plain_heavy);
         let as_json: Vec<serde_json::Value> = b

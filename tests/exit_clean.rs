@@ -18,8 +18,12 @@ fn child(finalize: bool, workers: usize) {
     let stdlib = engine.load("gilpool_workloads", "use_stdlib").unwrap();
     let spin = engine.load("gilpool_workloads", "spin").unwrap();
     // Enough tasks, with some blocking work, that every worker runs some.
-    let futures: Vec<_> = (0..200).map(|i| stdlib.submit::<_, Value>((i,)).unwrap()).collect();
-    let spins: Vec<_> = (0..workers * 4).map(|_| spin.submit::<_, Value>((5,)).unwrap()).collect();
+    let futures: Vec<_> = (0..200)
+        .map(|i| stdlib.submit::<_, Value>((i,)).unwrap())
+        .collect();
+    let spins: Vec<_> = (0..workers * 4)
+        .map(|_| spin.submit::<_, Value>((5,)).unwrap())
+        .collect();
     for f in futures.into_iter() {
         f.wait().unwrap();
     }

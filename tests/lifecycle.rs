@@ -26,7 +26,13 @@ fn engines_share_one_runtime_and_finalize_is_guarded() {
 
     // A later engine in the same process works.
     let c = builder(Mode::Auto).build().unwrap();
-    assert_eq!(c.load("gilpool_workloads", "inc").unwrap().invoke::<_, i64>((3,)).unwrap(), 4);
+    assert_eq!(
+        c.load("gilpool_workloads", "inc")
+            .unwrap()
+            .invoke::<_, i64>((3,))
+            .unwrap(),
+        4
+    );
     c.shutdown();
 
     // Finalise once; then no engine can start, and the error says why.

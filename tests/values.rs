@@ -28,8 +28,11 @@ fn value() -> impl Strategy<Value = Value> {
         Just(Value::None),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::Int),
-        (any::<i128>(), any::<u64>()).prop_map(|(a, b)| Value::int(BigInt::from(a) * BigInt::from(b) * 1_000_003)),
-        any::<f64>().prop_filter("NaN != NaN", |f| !f.is_nan()).prop_map(Value::Float),
+        (any::<i128>(), any::<u64>())
+            .prop_map(|(a, b)| Value::int(BigInt::from(a) * BigInt::from(b) * 1_000_003)),
+        any::<f64>()
+            .prop_filter("NaN != NaN", |f| !f.is_nan())
+            .prop_map(Value::Float),
         ".*".prop_map(Value::Str),
         proptest::collection::vec(any::<u8>(), 0..16).prop_map(Value::Bytes),
     ];
@@ -84,16 +87,30 @@ fn typed_containers_round_trip() {
     let v = vec![1i64, 2, 3];
     assert_eq!(h.invoke::<_, Vec<i64>>((v.clone(),)).unwrap(), v);
     let m: HashMap<String, f64> = [("a".to_string(), 1.5), ("b".to_string(), -2.0)].into();
-    assert_eq!(h.invoke::<_, HashMap<String, f64>>((m.clone(),)).unwrap(), m);
+    assert_eq!(
+        h.invoke::<_, HashMap<String, f64>>((m.clone(),)).unwrap(),
+        m
+    );
     let b: BTreeMap<i64, Vec<String>> = [(1, vec!["x".to_string()]), (2, vec![])].into();
-    assert_eq!(h.invoke::<_, BTreeMap<i64, Vec<String>>>((b.clone(),)).unwrap(), b);
+    assert_eq!(
+        h.invoke::<_, BTreeMap<i64, Vec<String>>>((b.clone(),))
+            .unwrap(),
+        b
+    );
     let t = (1i64, "two".to_string(), 3.0f64, true);
-    assert_eq!(h.invoke::<_, (i64, String, f64, bool)>((t.clone(),)).unwrap(), t);
+    assert_eq!(
+        h.invoke::<_, (i64, String, f64, bool)>((t.clone(),))
+            .unwrap(),
+        t
+    );
     assert_eq!(h.invoke::<_, Option<i64>>((None::<i64>,)).unwrap(), None);
     assert_eq!(h.invoke::<_, Option<i64>>((Some(7i64),)).unwrap(), Some(7));
     let big: BigInt = "123456789012345678901234567890123456789".parse().unwrap();
     assert_eq!(h.invoke::<_, BigInt>((big.clone(),)).unwrap(), big);
-    assert_eq!(h.invoke::<_, Value>((big.clone(),)).unwrap(), Value::BigInt(big));
+    assert_eq!(
+        h.invoke::<_, Value>((big.clone(),)).unwrap(),
+        Value::BigInt(big)
+    );
     assert_eq!(h.invoke::<_, u64>((u64::MAX,)).unwrap(), u64::MAX);
     h.invoke::<_, ()>(((),)).unwrap();
 }
@@ -103,10 +120,17 @@ fn python_side_types_are_the_expected_ones() {
     let (engine, _) = engine();
     let kinds = engine.load("gilpool_workloads", "kinds").unwrap();
     let v: Value = kinds.invoke(()).unwrap();
-    let Value::Dict(pairs) = v else { panic!("kinds() is a dict") };
+    let Value::Dict(pairs) = v else {
+        panic!("kinds() is a dict")
+    };
     let names: Vec<&str> = pairs.iter().map(|(_, v)| v.type_name()).collect();
-    for want in ["NoneType", "bool", "int", "float", "str", "bytes", "list", "tuple", "dict"] {
+    for want in [
+        "NoneType", "bool", "int", "float", "str", "bytes", "list", "tuple", "dict",
+    ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
-    assert!(pairs.iter().any(|(_, v)| matches!(v, Value::BigInt(_))), "kinds() has a big int");
+    assert!(
+        pairs.iter().any(|(_, v)| matches!(v, Value::BigInt(_))),
+        "kinds() has a big int"
+    );
 }

@@ -41,7 +41,10 @@ impl SubInterpreter {
     /// Creates an own-GIL subinterpreter on the current thread (which must
     /// not be attached). Fails on Pythons older than 3.12.
     pub fn new(_runtime: &Runtime) -> Result<SubInterpreter, String> {
-        assert!(!attach::is_attached(), "gilpool: creating an interpreter while attached");
+        assert!(
+            !attach::is_attached(),
+            "gilpool: creating an interpreter while attached"
+        );
         Self::create()
     }
 
@@ -64,7 +67,10 @@ impl SubInterpreter {
         let status = unsafe { ffi::Py_NewInterpreterFromConfig(&mut tstate, &config) };
         // SAFETY: reading a status value.
         if unsafe { ffi::PyStatus_Exception(status) } != 0 || tstate.is_null() {
-            return Err(format!("Py_NewInterpreterFromConfig failed: {}", crate::runtime::status_message(status)));
+            return Err(format!(
+                "Py_NewInterpreterFromConfig failed: {}",
+                crate::runtime::status_message(status)
+            ));
         }
         LIVE_THREAD_STATES.fetch_add(1, Ordering::SeqCst);
         // SAFETY: on success the new thread state is current and holds the
@@ -156,11 +162,17 @@ pub struct MainThreadState {
 impl MainThreadState {
     /// A new thread state in the main interpreter, for the current thread.
     pub fn new(_runtime: &Runtime) -> MainThreadState {
-        assert!(!attach::is_attached(), "gilpool: creating a thread state while attached");
+        assert!(
+            !attach::is_attached(),
+            "gilpool: creating a thread state while attached"
+        );
         // SAFETY: the runtime is initialised (`&Runtime` exists), so the main
         // interpreter is live; PyThreadState_New does not need the GIL.
         let tstate = unsafe { ffi::PyThreadState_New(ffi::PyInterpreterState_Main()) };
-        assert!(!tstate.is_null(), "gilpool: PyThreadState_New failed (out of memory)");
+        assert!(
+            !tstate.is_null(),
+            "gilpool: PyThreadState_New failed (out of memory)"
+        );
         LIVE_THREAD_STATES.fetch_add(1, Ordering::SeqCst);
         MainThreadState {
             tstate,

@@ -43,7 +43,8 @@ pub enum Kind {
 }
 
 fn cstring(s: &str) -> Result<CString, PyException> {
-    CString::new(s).map_err(|_| PyException::new("ValueError", format!("{s:?} contains a NUL byte")))
+    CString::new(s)
+        .map_err(|_| PyException::new("ValueError", format!("{s:?} contains a NUL byte")))
 }
 
 impl<'py> Object<'py> {
@@ -56,7 +57,10 @@ impl<'py> Object<'py> {
 
     /// # Safety
     /// As `from_owned_ptr`; a null `ptr` means a Python exception is set.
-    pub(crate) unsafe fn from_owned_or_err(py: Python<'py>, ptr: *mut ffi::PyObject) -> Result<Self, PyException> {
+    pub(crate) unsafe fn from_owned_or_err(
+        py: Python<'py>,
+        ptr: *mut ffi::PyObject,
+    ) -> Result<Self, PyException> {
         // SAFETY: forwarded from the caller.
         unsafe { Self::from_owned_ptr(py, ptr) }.ok_or_else(|| PyException::fetch(py))
     }
@@ -139,7 +143,12 @@ impl<'py> Object<'py> {
     pub fn getattr(&self, name: &str) -> Result<Object<'py>, PyException> {
         let name = cstring(name)?;
         // SAFETY: attached; `name` is a valid C string; the result is a new reference or null.
-        unsafe { Object::from_owned_or_err(self.py, ffi::PyObject_GetAttrString(self.as_ptr(), name.as_ptr())) }
+        unsafe {
+            Object::from_owned_or_err(
+                self.py,
+                ffi::PyObject_GetAttrString(self.as_ptr(), name.as_ptr()),
+            )
+        }
     }
 
     /// `hasattr(self, name)`, swallowing errors as `false`.
@@ -154,7 +163,11 @@ impl<'py> Object<'py> {
     }
 
     /// Calls `self(*args, **kwargs)`.
-    pub fn call(&self, args: &[Object<'py>], kwargs: Option<&Object<'py>>) -> Result<Object<'py>, PyException> {
+    pub fn call(
+        &self,
+        args: &[Object<'py>],
+        kwargs: Option<&Object<'py>>,
+    ) -> Result<Object<'py>, PyException> {
         match kwargs {
             None => {
                 let mut ptrs: Vec<*mut ffi::PyObject> = args.iter().map(Object::as_ptr).collect();
@@ -163,7 +176,12 @@ impl<'py> Object<'py> {
                 unsafe {
                     Object::from_owned_or_err(
                         self.py,
-                        ffi::PyObject_Vectorcall(self.as_ptr(), ptrs.as_mut_ptr(), args.len(), std::ptr::null_mut()),
+                        ffi::PyObject_Vectorcall(
+                            self.as_ptr(),
+                            ptrs.as_mut_ptr(),
+                            args.len(),
+                            std::ptr::null_mut(),
+                        ),
                     )
                 }
             }
@@ -172,7 +190,10 @@ impl<'py> Object<'py> {
                 // SAFETY: attached; `tuple` is a tuple and `kw` the caller's
                 // object (CPython type-checks it and raises if not a dict).
                 unsafe {
-                    Object::from_owned_or_err(self.py, ffi::PyObject_Call(self.as_ptr(), tuple.as_ptr(), kw.as_ptr()))
+                    Object::from_owned_or_err(
+                        self.py,
+                        ffi::PyObject_Call(self.as_ptr(), tuple.as_ptr(), kw.as_ptr()),
+                    )
                 }
             }
         }
@@ -205,7 +226,10 @@ impl<'py> Object<'py> {
     }
 
     fn type_error(&self, want: &str) -> PyException {
-        PyException::new("TypeError", format!("expected {want}, got {}", self.type_name()))
+        PyException::new(
+            "TypeError",
+            format!("expected {want}, got {}", self.type_name()),
+        )
     }
 
     /// The value of a `bool`.
@@ -242,7 +266,8 @@ impl<'py> Object<'py> {
         }
         // SAFETY: attached; PyNumber_Long returns a new reference (an exact
         // int, so `str` gives digits even for int subclasses) or null.
-        let exact = unsafe { Object::from_owned_or_err(self.py, ffi::PyNumber_Long(self.as_ptr()))? };
+        let exact =
+            unsafe { Object::from_owned_or_err(self.py, ffi::PyNumber_Long(self.as_ptr()))? };
         exact.str_lossy()
     }
 
@@ -322,7 +347,12 @@ impl<'py> Object<'py> {
                         // SAFETY: attached; 0 <= i < len; GetItem returns a
                         // borrowed reference we immediately own a new one of.
                         // (No Python code runs between the size read and here.)
-                        unsafe { Ok(Object::from_borrowed_ptr(self.py, ffi::PyList_GetItem(self.as_ptr(), i))) }
+                        unsafe {
+                            Ok(Object::from_borrowed_ptr(
+                                self.py,
+                                ffi::PyList_GetItem(self.as_ptr(), i),
+                            ))
+                        }
                     })
                     .collect()
             }
@@ -332,7 +362,12 @@ impl<'py> Object<'py> {
                 (0..n)
                     .map(|i| {
                         // SAFETY: attached; 0 <= i < len; tuples are immutable.
-                        unsafe { Ok(Object::from_borrowed_ptr(self.py, ffi::PyTuple_GetItem(self.as_ptr(), i))) }
+                        unsafe {
+                            Ok(Object::from_borrowed_ptr(
+                                self.py,
+                                ffi::PyTuple_GetItem(self.as_ptr(), i),
+                            ))
+                        }
                     })
                     .collect()
             }
@@ -353,7 +388,10 @@ impl<'py> Object<'py> {
         // references that we own new ones of before running any Python code.
         unsafe {
             while ffi::PyDict_Next(self.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
-                out.push((Object::from_borrowed_ptr(self.py, key), Object::from_borrowed_ptr(self.py, value)));
+                out.push((
+                    Object::from_borrowed_ptr(self.py, key),
+                    Object::from_borrowed_ptr(self.py, value),
+                ));
             }
         }
         Ok(out)
@@ -375,7 +413,10 @@ impl Clone for Object<'_> {
     fn clone(&self) -> Self {
         // SAFETY: attached (the token is alive); the object is live.
         unsafe { ffi::Py_IncRef(self.as_ptr()) };
-        Object { ptr: self.ptr, py: self.py }
+        Object {
+            ptr: self.ptr,
+            py: self.py,
+        }
     }
 }
 
@@ -475,7 +516,12 @@ impl<'py> Python<'py> {
     pub fn int_from_decimal(self, digits: &str) -> Result<Object<'py>, PyException> {
         let c = cstring(digits)?;
         // SAFETY: attached; a valid C string; base 10; new reference or null.
-        unsafe { Object::from_owned_or_err(self, ffi::PyLong_FromString(c.as_ptr(), std::ptr::null_mut(), 10)) }
+        unsafe {
+            Object::from_owned_or_err(
+                self,
+                ffi::PyLong_FromString(c.as_ptr(), std::ptr::null_mut(), 10),
+            )
+        }
     }
 
     /// A `float`.
@@ -488,7 +534,10 @@ impl<'py> Python<'py> {
     pub fn str(self, s: &str) -> Object<'py> {
         // SAFETY: attached; `s` is valid UTF-8 of the given length.
         unsafe {
-            Object::from_owned_or_err(self, ffi::PyUnicode_FromStringAndSize(s.as_ptr().cast(), s.len() as ffi::Py_ssize_t))
+            Object::from_owned_or_err(
+                self,
+                ffi::PyUnicode_FromStringAndSize(s.as_ptr().cast(), s.len() as ffi::Py_ssize_t),
+            )
         }
         .expect("gilpool: out of memory creating a str")
     }
@@ -496,13 +545,20 @@ impl<'py> Python<'py> {
     /// A `bytes`.
     pub fn bytes(self, b: &[u8]) -> Result<Object<'py>, PyException> {
         // SAFETY: attached; `b` is valid for its length; CPython copies it.
-        unsafe { Object::from_owned_or_err(self, ffi::PyBytes_FromStringAndSize(b.as_ptr().cast(), b.len() as ffi::Py_ssize_t)) }
+        unsafe {
+            Object::from_owned_or_err(
+                self,
+                ffi::PyBytes_FromStringAndSize(b.as_ptr().cast(), b.len() as ffi::Py_ssize_t),
+            )
+        }
     }
 
     /// A `list` of the given items.
     pub fn list(self, items: Vec<Object<'py>>) -> Result<Object<'py>, PyException> {
         // SAFETY: attached; new list of the right size or null.
-        let list = unsafe { Object::from_owned_or_err(self, ffi::PyList_New(items.len() as ffi::Py_ssize_t))? };
+        let list = unsafe {
+            Object::from_owned_or_err(self, ffi::PyList_New(items.len() as ffi::Py_ssize_t))?
+        };
         for (i, item) in items.into_iter().enumerate() {
             let p = item.as_ptr();
             std::mem::forget(item);
@@ -516,7 +572,9 @@ impl<'py> Python<'py> {
     /// A `tuple` of the given items.
     pub fn tuple(self, items: Vec<Object<'py>>) -> Result<Object<'py>, PyException> {
         // SAFETY: attached; new tuple of the right size or null.
-        let tuple = unsafe { Object::from_owned_or_err(self, ffi::PyTuple_New(items.len() as ffi::Py_ssize_t))? };
+        let tuple = unsafe {
+            Object::from_owned_or_err(self, ffi::PyTuple_New(items.len() as ffi::Py_ssize_t))?
+        };
         for (i, item) in items.into_iter().enumerate() {
             let p = item.as_ptr();
             std::mem::forget(item);
@@ -548,14 +606,21 @@ impl<'py> Python<'py> {
         let builtins = self.import("builtins")?;
         let key = cstring("__builtins__")?;
         // SAFETY: attached; SetItemString does not steal.
-        if unsafe { ffi::PyDict_SetItemString(globals.as_ptr(), key.as_ptr(), builtins.as_ptr()) } != 0 {
+        if unsafe { ffi::PyDict_SetItemString(globals.as_ptr(), key.as_ptr(), builtins.as_ptr()) }
+            != 0
+        {
             return Err(PyException::fetch(self));
         }
         // SAFETY: attached; valid C string; globals is a dict used as locals too.
         unsafe {
             Object::from_owned_or_err(
                 self,
-                ffi::PyRun_String(code.as_ptr(), ffi::Py_file_input, globals.as_ptr(), globals.as_ptr()),
+                ffi::PyRun_String(
+                    code.as_ptr(),
+                    ffi::Py_file_input,
+                    globals.as_ptr(),
+                    globals.as_ptr(),
+                ),
             )
         }
         .map(drop)
@@ -583,6 +648,10 @@ impl<'py> Python<'py> {
     /// The id of the interpreter this thread is attached to (0 = main).
     pub fn interpreter_id(self) -> i64 {
         // SAFETY: attached; the current thread state and its interpreter are live.
-        unsafe { ffi::PyInterpreterState_GetID(ffi::PyThreadState_GetInterpreter(ffi::PyThreadState_Get())) }
+        unsafe {
+            ffi::PyInterpreterState_GetID(ffi::PyThreadState_GetInterpreter(
+                ffi::PyThreadState_Get(),
+            ))
+        }
     }
 }

@@ -21,7 +21,15 @@ use std::sync::Mutex;
 /// Modules imported in the main interpreter before any subinterpreter
 /// exists: with them loaded there first, ending concurrent subinterpreters
 /// that imported them no longer crashes (measured on 3.12.1 and 3.13.0).
-pub const DEFAULT_PRELUDE: &[&str] = &["datetime", "_strptime", "json", "re", "decimal", "hashlib", "sqlite3"];
+pub const DEFAULT_PRELUDE: &[&str] = &[
+    "datetime",
+    "_strptime",
+    "json",
+    "re",
+    "decimal",
+    "hashlib",
+    "sqlite3",
+];
 
 /// How the runtime is initialised.
 #[derive(Debug, Clone)]
@@ -152,7 +160,8 @@ impl Runtime {
             .name("gilpool-main".into())
             .spawn(move || main_thread(config, rx, ready_tx))
             .map_err(|e| InitError::Init(format!("cannot spawn the runtime thread: {e}")))?;
-        let (version, executable, prelude_failures) = ready_rx.recv().map_err(|_| InitError::Gone)??;
+        let (version, executable, prelude_failures) =
+            ready_rx.recv().map_err(|_| InitError::Gone)??;
         Ok(Runtime {
             version,
             executable,
@@ -222,7 +231,11 @@ impl Runtime {
 
 type Ready = Result<(PythonVersion, String, Vec<String>), InitError>;
 
-fn main_thread(config: RuntimeConfig, commands: mpsc::Receiver<Command>, ready: mpsc::Sender<Ready>) {
+fn main_thread(
+    config: RuntimeConfig,
+    commands: mpsc::Receiver<Command>,
+    ready: mpsc::Sender<Ready>,
+) {
     // SAFETY: called once per process (STATE is Uninit and locked by our
     // caller), on this thread, which becomes the main interpreter's owner.
     let tstate = match unsafe { initialize(&config) } {
@@ -302,7 +315,8 @@ unsafe fn initialize(config: &RuntimeConfig) -> Result<*mut ffi::PyThreadState, 
             .map_err(|_| InitError::Init("the executable path contains a NUL byte".into()))?;
         // SAFETY: `cfg` is initialised; the field pointers are fields of it;
         // CPython copies the string.
-        let status = unsafe { ffi::PyConfig_SetBytesString(&mut cfg, &mut cfg.executable, c.as_ptr()) };
+        let status =
+            unsafe { ffi::PyConfig_SetBytesString(&mut cfg, &mut cfg.executable, c.as_ptr()) };
         // SAFETY: reading a status value.
         if unsafe { ffi::PyStatus_Exception(status) } != 0 {
             // SAFETY: `cfg` is initialised and not used after.
@@ -343,11 +357,17 @@ pub(crate) fn status_message(status: ffi::PyStatus) -> String {
 
 fn running_version() -> PythonVersion {
     // SAFETY: Py_GetVersion returns a static C string.
-    let s = unsafe { CStr::from_ptr(ffi::Py_GetVersion()) }.to_string_lossy().into_owned();
+    let s = unsafe { CStr::from_ptr(ffi::Py_GetVersion()) }
+        .to_string_lossy()
+        .into_owned();
     let head = s.split_whitespace().next().unwrap_or("");
-    let mut parts = head
-        .split('.')
-        .map(|p| p.chars().take_while(char::is_ascii_digit).collect::<String>().parse::<u8>().unwrap_or(0));
+    let mut parts = head.split('.').map(|p| {
+        p.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse::<u8>()
+            .unwrap_or(0)
+    });
     PythonVersion {
         major: parts.next().unwrap_or(0),
         minor: parts.next().unwrap_or(0),

@@ -74,16 +74,27 @@ fn run(args: DemoArgs) -> Result<(), String> {
                 .map_err(|e| e.to_string())?;
             version = engine.python_version().to_string();
             executable = engine.python_executable().to_string();
-            let heavy = engine.load("gilpool_workloads", "heavy").map_err(|e| e.to_string())?;
+            let heavy = engine
+                .load("gilpool_workloads", "heavy")
+                .map_err(|e| e.to_string())?;
             let task_args = || match args.n {
                 Some(n) => Args::new().arg(n),
                 None => Args::new(),
             };
             // Warm every interpreter (import, first-call caches) off the clock.
-            for f in (0..workers * 2).map(|_| heavy.submit::<_, i64>(task_args())).collect::<Vec<_>>() {
-                f.map_err(|e| e.to_string())?.wait().map_err(|e| e.to_string())?;
+            for f in (0..workers * 2)
+                .map(|_| heavy.submit::<_, i64>(task_args()))
+                .collect::<Vec<_>>()
+            {
+                f.map_err(|e| e.to_string())?
+                    .wait()
+                    .map_err(|e| e.to_string())?;
             }
-            let bar = progress(Some(args.tasks as u64), args.progress, &format!("{mode} x{workers}"));
+            let bar = progress(
+                Some(args.tasks as u64),
+                args.progress,
+                &format!("{mode} x{workers}"),
+            );
             let start = Instant::now();
             let mut checksum: i64 = 0;
             for r in heavy.map((0..args.tasks).map(|_| task_args())) {
@@ -103,13 +114,19 @@ fn run(args: DemoArgs) -> Result<(), String> {
         }
     }
     let reference = plain_python(&executable, &dir, args.n);
-    println!("gilpool demo: gilpool_workloads.heavy, {} tasks per row, Python {version}", args.tasks);
+    println!(
+        "gilpool demo: gilpool_workloads.heavy, {} tasks per row, Python {version}",
+        args.tasks
+    );
     println!();
     println!(
         "| {:<15} | {:>7} | {:>9} | {:>9} | {:>7} | {:>14} |",
         "mode", "workers", "seconds", "tasks/s", "speedup", "result"
     );
-    println!("|{:-<17}|{:->9}|{:->11}|{:->11}|{:->9}|{:->16}|", "", "", "", "", "", "");
+    println!(
+        "|{:-<17}|{:->9}|{:->11}|{:->11}|{:->9}|{:->16}|",
+        "", "", "", "", "", ""
+    );
     for row in &rows {
         let base = rows
             .iter()
@@ -130,10 +147,16 @@ fn run(args: DemoArgs) -> Result<(), String> {
     println!("speedup: tasks/s against 1 worker of the same mode, same run; result: heavy(n) as returned");
     match reference {
         Ok(v) => {
-            let same = rows.iter().all(|r| r.checksum == v.wrapping_mul(args.tasks as i64));
+            let same = rows
+                .iter()
+                .all(|r| r.checksum == v.wrapping_mul(args.tasks as i64));
             println!(
                 "plain Python ({executable}): heavy(n) = {v} — {}",
-                if same { "identical in every row" } else { "MISMATCH" }
+                if same {
+                    "identical in every row"
+                } else {
+                    "MISMATCH"
+                }
             );
             if !same {
                 return Err("results differ between modes and plain Python".into());

@@ -12,7 +12,11 @@ pub(crate) fn main(_args: DoctorArgs) -> ExitCode {
     println!("cores:               {cores}");
     println!(
         "own-GIL support:     {}",
-        if Mode::SubInterpreters.is_supported() { "yes (built for CPython >= 3.12)" } else { "no (built for CPython < 3.12): SingleGil only" }
+        if Mode::SubInterpreters.is_supported() {
+            "yes (built for CPython >= 3.12)"
+        } else {
+            "no (built for CPython < 3.12): SingleGil only"
+        }
     );
     match Engine::builder().workers(1).build() {
         Ok(engine) => {

@@ -32,7 +32,10 @@ pub(crate) fn progress(len: Option<u64>, force: bool, message: &str) -> indicati
     } else if force {
         // indicatif hides its own stderr target when it is not a terminal;
         // a TermLike target draws regardless.
-        bar.set_draw_target(ProgressDrawTarget::term_like_with_hz(Box::new(console::Term::stderr()), 4));
+        bar.set_draw_target(ProgressDrawTarget::term_like_with_hz(
+            Box::new(console::Term::stderr()),
+            4,
+        ));
     } else {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }

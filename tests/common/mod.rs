@@ -9,7 +9,11 @@ pub(crate) const PYTHON_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python
 /// A builder with the bundled modules on `sys.path`, 2 workers, no pinning
 /// (tests share the machine).
 pub(crate) fn builder(mode: Mode) -> EngineBuilder {
-    Engine::builder().mode(mode).workers(2).pin(false).sys_path(PYTHON_DIR)
+    Engine::builder()
+        .mode(mode)
+        .workers(2)
+        .pin(false)
+        .sys_path(PYTHON_DIR)
 }
 
 /// Every mode this build can run as asked.
