@@ -7,15 +7,17 @@
 //! concurrently in one process. Nothing here asserts a wall-clock time:
 //! waits use generous timeouts only to turn a hang into a failure.
 
-use gilpool::{Engine, FromPython, Object, TaskFuture};
+mod common;
+
+use common::resolve;
+
+use gilpool::{Engine, FromPython, Object};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-/// The bundled workloads (`gilpool_workloads`).
-const WORKLOADS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python");
 /// This binary's fixtures (`sched_fixtures`).
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sched");
 /// How long a future may take before the test calls it hung.
@@ -24,19 +26,10 @@ const GENEROUS: Duration = Duration::from_secs(10);
 const FOREVER: Duration = Duration::from_secs(30);
 
 fn engine() -> Engine {
-    Engine::builder()
-        .workers(2)
-        .pin(false)
-        .sys_path(WORKLOADS)
+    common::builder(gilpool::Mode::Auto)
         .sys_path(FIXTURES)
         .build()
         .expect("the engine builds")
-}
-
-/// Waits for `fut`, failing the test if it does not resolve within `within`.
-fn resolve<R>(mut fut: TaskFuture<R>, within: Duration) -> gilpool::Result<R> {
-    fut.wait_timeout(within)
-        .unwrap_or_else(|| panic!("a future did not resolve within {within:?}"))
 }
 
 /// A callback that blocks (holding its worker) until `gate` opens, then

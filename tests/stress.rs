@@ -5,6 +5,10 @@
 //! These tests load both cores, so they take a process-wide lock and run one
 //! at a time. Timings are printed, never asserted.
 
+mod common;
+
+use common::resolve;
+
 use gilpool::{Engine, FromPython, Handler, TaskFuture};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -12,8 +16,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The bundled workloads (`gilpool_workloads`).
-const WORKLOADS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python");
 /// This binary's fixtures (`skew`).
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/sched");
 /// How long a future may take before the test calls it hung.
@@ -30,18 +32,10 @@ fn serial() -> MutexGuard<'static, ()> {
 }
 
 fn engine() -> Engine {
-    Engine::builder()
-        .workers(2)
-        .pin(false)
-        .sys_path(WORKLOADS)
+    common::builder(gilpool::Mode::Auto)
         .sys_path(FIXTURES)
         .build()
         .expect("the engine builds")
-}
-
-fn resolve<R>(mut fut: TaskFuture<R>, within: Duration) -> gilpool::Result<R> {
-    fut.wait_timeout(within)
-        .unwrap_or_else(|| panic!("a future did not resolve within {within:?}"))
 }
 
 /// Submits `inc(i)` for every `i` in `range`, keeping at most `window`

@@ -71,7 +71,7 @@ impl PyException {
         };
         let type_name = ty
             .as_ref()
-            .map(type_qualname)
+            .map(Object::qualified_name)
             .unwrap_or_else(|| "<unknown>".into());
         let message = value
             .as_ref()
@@ -100,24 +100,6 @@ impl PyException {
             message: message.into(),
             traceback: String::new(),
         }
-    }
-}
-
-fn type_qualname(ty: &Object<'_>) -> String {
-    let module = ty
-        .getattr("__module__")
-        .ok()
-        .and_then(|m| m.extract_str().ok())
-        .unwrap_or_default();
-    let name = ty
-        .getattr("__qualname__")
-        .ok()
-        .and_then(|n| n.extract_str().ok())
-        .unwrap_or_else(|| "<unknown>".into());
-    if module.is_empty() || module == "builtins" {
-        name
-    } else {
-        format!("{module}.{name}")
     }
 }
 

@@ -122,12 +122,17 @@ impl<'py> Object<'py> {
         // SAFETY: attached; Py_TYPE of a live object is a live type object,
         // borrowed, and we take our own reference.
         let ty = unsafe { Object::from_borrowed_ptr(self.py, ffi::Py_TYPE(self.as_ptr()).cast()) };
-        let module = ty
+        ty.qualified_name()
+    }
+
+    /// For a type object: `module.qualname`, or just `qualname` for builtins.
+    pub(crate) fn qualified_name(&self) -> String {
+        let module = self
             .getattr("__module__")
             .ok()
             .and_then(|m| m.extract_str().ok())
             .unwrap_or_default();
-        let name = ty
+        let name = self
             .getattr("__qualname__")
             .ok()
             .and_then(|n| n.extract_str().ok())

@@ -45,3 +45,12 @@ pub(crate) fn block_on<F: std::future::Future>(fut: F) -> F::Output {
         std::thread::park();
     }
 }
+
+/// Waits for `fut`, failing the test if it does not resolve within `within`.
+pub(crate) fn resolve<R>(
+    mut fut: gilpool::TaskFuture<R>,
+    within: std::time::Duration,
+) -> gilpool::Result<R> {
+    fut.wait_timeout(within)
+        .unwrap_or_else(|| panic!("a future did not resolve within {within:?}"))
+}
