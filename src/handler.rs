@@ -2,10 +2,10 @@
 
 use crate::convert::{FromPython, IntoArgs};
 use crate::error::{Error, ErrorKind, Result, TrySubmitError};
-use crate::lane::{Job, Lane};
+use crate::lane::{Batch, Job, Lane};
 use crate::sched::batcher::{BatchPolicy, Batcher, Pushed};
 use crate::sched::permits::{AcquireError, Permits};
-use crate::task::{Completer, Task, TaskFuture, TypedTask};
+use crate::task::{ChunkTask, Completer, Task, TaskFuture, TypedTask};
 use gilpool_ffi::Object;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -195,8 +195,13 @@ impl Handler {
     }
 
     /// Runs the function over `inputs`, yielding results in input order.
-    /// At most `window` tasks (default: the in-flight bound, at most 4096)
+    /// At most `window` inputs (default: the in-flight bound, at most 4096)
     /// are in flight at once, so memory stays bounded for any input length.
+    ///
+    /// With `batch_size > 1` (and not vectorized), inputs travel in chunks of
+    /// `batch_size`: one task, one permit and one completion per chunk,
+    /// idle workers stealing whole chunks. A chunk's items fail or succeed
+    /// one by one.
     pub fn map<I, A, R>(&self, inputs: I) -> MapIter<I::IntoIter, R>
     where
         I: IntoIterator<Item = A>,
@@ -207,20 +212,42 @@ impl Handler {
         self.map_window(inputs, window)
     }
 
-    /// [`map`](Self::map) with an explicit window.
+    /// [`map`](Self::map) with an explicit window (in inputs).
     pub fn map_window<I, A, R>(&self, inputs: I, window: usize) -> MapIter<I::IntoIter, R>
     where
         I: IntoIterator<Item = A>,
         A: IntoArgs,
         R: FromPython + Send + 'static,
     {
+        let opts = self.core.options;
+        let chunk = if opts.vectorized { 1 } else { opts.batch_size };
         MapIter {
             handler: self.clone(),
             inputs: inputs.into_iter(),
             window: window.max(1),
+            chunk,
+            queued: 0,
             pending: VecDeque::new(),
-            _marker: std::marker::PhantomData,
+            ready: VecDeque::new(),
         }
+    }
+
+    /// Submits `inputs` as one chunk task (see [`map`](Self::map)). Chunks
+    /// skip the batcher: each is already a batch, and has nothing to commit.
+    fn submit_chunk<A, R>(&self, inputs: Vec<A>) -> Result<TaskFuture<Vec<Result<R>>>>
+    where
+        A: IntoArgs,
+        R: FromPython + Send + 'static,
+    {
+        self.acquire(None)?;
+        let (done, future) = Completer::new(self.core.permits.clone());
+        let task: Box<dyn Task> = Box::new(ChunkTask::new(inputs, done));
+        self.core.lane.pool.inject(Job::Batch(Batch {
+            handler: self.core.clone(),
+            tasks: vec![task],
+            prefetched: false,
+        }));
+        Ok(future)
     }
 
     fn check_detached() -> Result<()> {
@@ -288,8 +315,16 @@ pub struct MapIter<I, R> {
     handler: Handler,
     inputs: I,
     window: usize,
-    pending: VecDeque<Result<TaskFuture<R>>>,
-    _marker: std::marker::PhantomData<R>,
+    chunk: usize,
+    /// Inputs submitted and not yet yielded.
+    queued: usize,
+    pending: VecDeque<Pending<R>>,
+    ready: VecDeque<Result<R>>,
+}
+
+enum Pending<R> {
+    One(Result<TaskFuture<R>>),
+    Chunk(Result<TaskFuture<Vec<Result<R>>>>, usize),
 }
 
 impl<I, R> std::fmt::Debug for MapIter<I, R> {
@@ -297,7 +332,8 @@ impl<I, R> std::fmt::Debug for MapIter<I, R> {
         f.debug_struct("MapIter")
             .field("handler", &self.handler)
             .field("window", &self.window)
-            .field("pending", &self.pending.len())
+            .field("chunk", &self.chunk)
+            .field("queued", &self.queued)
             .finish()
     }
 }
@@ -311,14 +347,43 @@ where
     type Item = Result<R>;
 
     fn next(&mut self) -> Option<Result<R>> {
-        while self.pending.len() < self.window {
-            match self.inputs.next() {
-                Some(args) => self.pending.push_back(self.handler.submit(args)),
-                None => break,
+        if let Some(r) = self.ready.pop_front() {
+            self.queued -= 1;
+            return Some(r);
+        }
+        while self.queued < self.window {
+            if self.chunk <= 1 {
+                let Some(args) = self.inputs.next() else {
+                    break;
+                };
+                self.pending
+                    .push_back(Pending::One(self.handler.submit(args)));
+                self.queued += 1;
+            } else {
+                let room = (self.window - self.queued).min(self.chunk);
+                let batch: Vec<A> = self.inputs.by_ref().take(room).collect();
+                if batch.is_empty() {
+                    break;
+                }
+                let n = batch.len();
+                self.pending
+                    .push_back(Pending::Chunk(self.handler.submit_chunk(batch), n));
+                self.queued += n;
             }
         }
-        self.pending
-            .pop_front()
-            .map(|f| f.and_then(TaskFuture::wait))
+        match self.pending.pop_front()? {
+            Pending::One(f) => {
+                self.queued -= 1;
+                Some(f.and_then(TaskFuture::wait))
+            }
+            Pending::Chunk(f, n) => {
+                match f.and_then(TaskFuture::wait) {
+                    Ok(results) => self.ready.extend(results),
+                    Err(e) => self.ready.extend((0..n).map(|_| Err(e.clone()))),
+                }
+                self.queued -= 1;
+                self.ready.pop_front()
+            }
+        }
     }
 }

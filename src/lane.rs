@@ -32,6 +32,9 @@ pub(crate) enum Job {
 pub(crate) struct Batch {
     pub(crate) handler: Arc<HandlerCore>,
     pub(crate) tasks: Vec<Box<dyn Task>>,
+    /// Whether the batch holds one of the handler's prefetch slots (it came
+    /// through the batcher), to be freed when it starts.
+    pub(crate) prefetched: bool,
 }
 
 /// The shared state of one lane.
@@ -66,6 +69,7 @@ impl Lane {
                 handler.lane.pool.inject(Job::Batch(Batch {
                     handler: handler.clone(),
                     tasks,
+                    prefetched: true,
                 }));
                 return;
             }

@@ -1,6 +1,6 @@
 //! Tasks (type-erased, as the scheduler moves them) and `TaskFuture`.
 
-use crate::convert::{CallArgs, IntoArgs};
+use crate::convert::{CallArgs, FromPython, IntoArgs};
 use crate::error::{panic_message, Error, ErrorKind, Result};
 use crate::sched::cell::CompletionCell;
 use crate::sched::permits::Permits;
@@ -25,6 +25,15 @@ pub(crate) trait Task: Send {
     fn finish(self: Box<Self>, result: Result<Object<'_>>);
     /// Completes the future with `err` (any thread, attached or not).
     fn fail(self: Box<Self>, err: Error);
+    /// Runs the task attached to the interpreter `func` lives in: by
+    /// default one call of `func` with the task's arguments.
+    fn execute<'py>(mut self: Box<Self>, py: Python<'py>, func: &Object<'py>) {
+        let result = self.args(py).and_then(|a| {
+            func.call(&a.positional, a.keywords.as_ref())
+                .map_err(Error::from)
+        });
+        self.finish(result);
+    }
 }
 
 /// Returns a task's in-flight permit and completes its future, exactly once.
@@ -161,6 +170,62 @@ where
     fn fail(mut self: Box<Self>, err: Error) {
         if let Some(done) = self.done.take() {
             done.complete(Err(err));
+        }
+    }
+}
+
+/// Many calls of one function as one task: the fast path of
+/// [`Handler::map`](crate::Handler::map). One allocation, one permit and one
+/// completion for the whole chunk; each input is converted, called and its
+/// result converted inside the worker's interpreter.
+pub(crate) struct ChunkTask<A, R> {
+    inputs: Vec<A>,
+    done: Option<Completer<Vec<Result<R>>>>,
+}
+
+impl<A, R> ChunkTask<A, R> {
+    pub(crate) fn new(inputs: Vec<A>, done: Completer<Vec<Result<R>>>) -> Self {
+        ChunkTask {
+            inputs,
+            done: Some(done),
+        }
+    }
+}
+
+impl<A: IntoArgs, R: FromPython + Send> Task for ChunkTask<A, R> {
+    fn commit(&mut self) -> bool {
+        true
+    }
+
+    fn args<'py>(&mut self, _py: Python<'py>) -> Result<CallArgs<'py>> {
+        Err(Error::config("a chunk of map inputs is not one call"))
+    }
+
+    fn finish(self: Box<Self>, result: Result<Object<'_>>) {
+        let err = result
+            .err()
+            .unwrap_or_else(|| Error::config("a chunk of map inputs is not one call"));
+        self.fail(err);
+    }
+
+    fn fail(mut self: Box<Self>, err: Error) {
+        if let Some(done) = self.done.take() {
+            done.complete(Err(err));
+        }
+    }
+
+    fn execute<'py>(mut self: Box<Self>, py: Python<'py>, func: &Object<'py>) {
+        let out = self
+            .inputs
+            .drain(..)
+            .map(|a| {
+                let args = a.into_args(py)?;
+                let obj = func.call(&args.positional, args.keywords.as_ref())?;
+                R::from_python(&obj)
+            })
+            .collect();
+        if let Some(done) = self.done.take() {
+            done.complete(Ok(out));
         }
     }
 }

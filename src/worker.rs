@@ -93,11 +93,17 @@ impl Worker {
     }
 
     fn execute(&mut self, batch: Batch) {
-        let Batch { handler, tasks } = batch;
+        let Batch {
+            handler,
+            tasks,
+            prefetched,
+        } = batch;
         // This batch leaves the prefetch window: commit the next one now,
         // before attaching (no GIL held), so it is ready ahead of time.
-        if let Some(next) = handler.batcher.started(handler.clock()) {
-            Lane::publish(&handler, next);
+        if prefetched {
+            if let Some(next) = handler.batcher.started(handler.clock()) {
+                Lane::publish(&handler, next);
+            }
         }
         let guard = self.state.attach();
         let py = guard.py();
@@ -113,12 +119,8 @@ impl Worker {
         if handler.options.vectorized {
             run_vectorized(py, &func, &handler, tasks);
         } else {
-            for mut task in tasks {
-                let result = task.args(py).and_then(|a| {
-                    func.call(&a.positional, a.keywords.as_ref())
-                        .map_err(Error::from)
-                });
-                task.finish(result);
+            for task in tasks {
+                task.execute(py, &func);
             }
         }
     }
