@@ -7,7 +7,11 @@
 //! a child process of the very Python the engine embeds. gilpool is measured
 //! here, in-process, under the same rule as the script: pools are started
 //! and warmed up before timing (start-up is reported on its own), and every
-//! figure is the best of `--repeat` runs of the map phase alone.
+//! figure is the best of `--repeat` timed runs of the map phase alone. The
+//! runs are interleaved rounds: each round times every entry once (gilpool
+//! and the Python side take turns going first), so a slow spell of this
+//! shared machine hits all entries alike rather than one. A core speed
+//! probe before and after shows how fast the cores ran.
 //!
 //! Definitions (also in `docs/BENCHMARKS.md`):
 //! - `tasks/s` = tasks ÷ best wall seconds of the map phase;
@@ -52,7 +56,7 @@ pub(crate) struct BenchArgs {
     /// gilpool SubInterpreters runs with 1..=N workers.
     #[arg(long)]
     workers: Option<usize>,
-    /// Timed runs per entry; the best one counts.
+    /// Rounds; each times every entry once, and the best round counts.
     #[arg(long, default_value_t = 3)]
     repeat: usize,
     /// Individually timed calls per latency measurement (0 skips the
@@ -220,6 +224,10 @@ struct Machine {
     load_after: String,
     /// Python runtime initialisation (once per process, in no row).
     runtime_start_s: f64,
+    /// µs per `heavy()` call on each core, all cores busy at once, at the
+    /// start and at the end of the run.
+    probe_before: Vec<Option<f64>>,
+    probe_after: Vec<Option<f64>>,
 }
 
 /// The options after validation.
@@ -269,37 +277,52 @@ fn run(args: BenchArgs) -> Result<bool, String> {
     let t = Instant::now();
     build_engine(&plan, Mode::SingleGil, 1, &mut machine)?.shutdown();
     machine.runtime_start_s = t.elapsed().as_secs_f64();
+    machine.probe_before = speed_probe(&plan, &machine.executable);
     let mut runs = Vec::new();
     for &wl in workloads {
         let tasks = match wl {
             Workload::Heavy => args.tasks_heavy,
             Workload::Trivial => args.tasks_trivial,
         };
-        let mut entries = measure_gilpool(&plan, wl, tasks, &mut machine)?;
-        let mut baselines = None;
-        if !args.skip_python {
-            eprintln!(
-                "gilpool bench: Python baselines, {} x {tasks}, {} workers (this takes a while)",
-                wl.name(),
-                plan.workers
-            );
-            let raw = run_baselines(&plan, &machine.executable, wl, tasks)?;
-            let mut python = parse_baselines(&raw)?;
-            python.append(&mut entries);
-            entries = python;
-            baselines = Some(raw);
+        // Interleaved rounds: each round times every entry once, gilpool
+        // and Python alternating which goes first, so slow spells of this
+        // shared machine hit every entry alike; the best round counts.
+        let mut gilpool_rounds = Vec::new();
+        let mut python_rounds = Vec::new();
+        let mut raws = Vec::new();
+        for round in 0..plan.repeat {
+            let python_first = round % 2 == 1;
+            for python in [python_first, !python_first] {
+                if python && !args.skip_python {
+                    eprintln!(
+                        "gilpool bench: Python baselines, {} x {tasks}, {} workers, round {}/{}",
+                        wl.name(),
+                        plan.workers,
+                        round + 1,
+                        plan.repeat
+                    );
+                    let raw = run_baselines(&plan, &machine.executable, wl, tasks)?;
+                    python_rounds.push(parse_baselines(&raw)?);
+                    raws.push(raw);
+                } else if !python {
+                    gilpool_rounds.push(measure_gilpool(&plan, wl, tasks, 1, &mut machine)?);
+                }
+            }
         }
+        let mut entries = merge_rounds(python_rounds);
+        entries.extend(merge_rounds(gilpool_rounds));
         runs.push(WorkloadRun {
             workload: wl,
             tasks,
             entries,
-            baselines,
+            baselines: (!raws.is_empty()).then(|| Json::Array(raws)),
         });
     }
     let mut latency = Vec::new();
     if workloads.contains(&Workload::Trivial) && args.latency_samples > 0 {
         latency = measure_latency(&plan, args.latency_samples)?;
     }
+    machine.probe_after = speed_probe(&plan, &machine.executable);
     machine.load_after = loadavg();
 
     print_report(
@@ -380,10 +403,13 @@ fn build_engine(
     Ok(engine)
 }
 
+/// Starts an engine per configuration, warms it up, times `runs` map
+/// phases of `tasks` tasks per handler, and shuts it down.
 fn measure_gilpool(
     plan: &Plan,
     wl: Workload,
     tasks: usize,
+    runs: usize,
     machine: &mut Machine,
 ) -> Result<Vec<Entry>, String> {
     let mut entries = Vec::new();
@@ -418,13 +444,13 @@ fn measure_gilpool(
         }
         for (batch, h) in &handlers {
             let bar = progress(
-                Some(plan.repeat as u64),
+                Some(runs as u64),
                 plan.force_progress,
                 &format!("gilpool {} {mode} x{workers} batch {batch}", wl.name()),
             );
             let mut times = Vec::new();
             let mut verified = true;
-            for _ in 0..plan.repeat {
+            for _ in 0..runs {
                 let (secs, ok, _) = run_map(h, wl, tasks, expected)?;
                 times.push(secs);
                 verified &= ok;
@@ -451,6 +477,56 @@ fn measure_gilpool(
         engine.shutdown();
     }
     Ok(entries)
+}
+
+/// Combines the entries of several rounds (same keys, same order): every
+/// round's seconds are kept, the best one counts; a failure in any round
+/// fails the entry.
+fn merge_rounds(rounds: Vec<Vec<Entry>>) -> Vec<Entry> {
+    let mut rounds = rounds.into_iter();
+    let Some(mut merged) = rounds.next() else {
+        return Vec::new();
+    };
+    for round in rounds {
+        for e in round {
+            let Some(m) = merged.iter_mut().find(|m| m.key == e.key) else {
+                merged.push(e);
+                continue;
+            };
+            m.outcome = match (
+                std::mem::replace(&mut m.outcome, Outcome::Skipped(String::new())),
+                e.outcome,
+            ) {
+                (Outcome::Failed(why), _) | (_, Outcome::Failed(why)) => Outcome::Failed(why),
+                (
+                    Outcome::Ran {
+                        seconds,
+                        mut seconds_all,
+                        startup_s,
+                        verified,
+                    },
+                    Outcome::Ran {
+                        seconds: s2,
+                        seconds_all: all2,
+                        verified: v2,
+                        ..
+                    },
+                ) => {
+                    seconds_all.extend(all2);
+                    Outcome::Ran {
+                        seconds: seconds.min(s2),
+                        seconds_all,
+                        startup_s,
+                        verified: verified && v2,
+                    }
+                }
+                (ran @ Outcome::Ran { .. }, Outcome::Skipped(_)) | (Outcome::Skipped(_), ran) => {
+                    ran
+                }
+            };
+        }
+    }
+    merged
 }
 
 fn mode_key(mode: Mode) -> &'static str {
@@ -512,7 +588,7 @@ fn run_baselines(
         .args(["--workload", wl.name()])
         .args(["--tasks", &tasks.to_string()])
         .args(["--workers", &plan.workers.to_string()])
-        .args(["--repeat", &plan.repeat.to_string()])
+        .args(["--repeat", "1"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -837,7 +913,7 @@ fn print_report(plan: &Plan, m: &Machine, runs: &[WorkloadRun], latency: &[Laten
     println!("- Python {} ({})", m.python, m.executable);
     println!("- {} CPUs: {}", m.cpus, m.cpu_model);
     println!(
-        "- workers {}, best of {} timed runs per entry; total {:.0} s",
+        "- workers {}, best of {} interleaved rounds (one timed run per entry per round); total {:.0} s",
         plan.workers, plan.repeat, total_s
     );
     println!(
@@ -847,6 +923,11 @@ fn print_report(plan: &Plan, m: &Machine, runs: &[WorkloadRun], latency: &[Laten
     println!(
         "- Python runtime start-up (once per process, in no row): {:.3} s",
         m.runtime_start_s
+    );
+    println!(
+        "- core speed probe, µs per heavy() call with every core busy (~1000 on a quiet host): start {}; end {}",
+        fmt_probe(&m.probe_before),
+        fmt_probe(&m.probe_after)
     );
     for run in runs {
         println!();
@@ -1167,6 +1248,8 @@ fn report_json(
         "loadavg_before": m.load_before,
         "loadavg_after": m.load_after,
         "runtime_start_s": m.runtime_start_s,
+        "core_probe_us_before": m.probe_before,
+        "core_probe_us_after": m.probe_after,
         "workloads": workloads,
         "latency": latency.iter().map(|l| json!({
             "measure": l.what,
@@ -1179,6 +1262,60 @@ fn report_json(
             "target": c.target, "measured": c.measured, "met": c.met,
         })).collect::<Vec<_>>(),
     })
+}
+
+/// Calls per core in [`speed_probe`].
+const PROBE_CALLS: usize = 200;
+
+/// How fast each core runs Python right now: one `python` child per core,
+/// pinned there (it inherits the spawning thread's affinity) and all
+/// running at once, times `PROBE_CALLS` calls of `heavy()`. On this kind of
+/// shared VM a core can run far slower than the guest's load average
+/// shows (another tenant on the host), which skews every parallel figure.
+fn speed_probe(plan: &Plan, executable: &str) -> Vec<Option<f64>> {
+    let code = format!(
+        "import time, gilpool_workloads as W\nW.heavy()\nt = time.perf_counter()\n\
+         for _ in range({PROBE_CALLS}): W.heavy()\nprint((time.perf_counter() - t) / {PROBE_CALLS} * 1e6)"
+    );
+    let cores = core_affinity::get_core_ids().unwrap_or_default();
+    let threads: Vec<_> = cores
+        .into_iter()
+        .map(|core| {
+            let (exe, code, dir) = (executable.to_string(), code.clone(), plan.dir.clone());
+            std::thread::spawn(move || {
+                if !core_affinity::set_for_current(core) {
+                    return None;
+                }
+                let out = Command::new(exe)
+                    .args(["-c", &code])
+                    .env("PYTHONPATH", dir)
+                    .stdin(Stdio::null())
+                    .stderr(Stdio::null())
+                    .output()
+                    .ok()?;
+                String::from_utf8_lossy(&out.stdout)
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+        })
+        .collect();
+    threads
+        .into_iter()
+        .map(|t| t.join().ok().flatten())
+        .collect()
+}
+
+fn fmt_probe(probe: &[Option<f64>]) -> String {
+    if probe.is_empty() {
+        return "not measured".into();
+    }
+    probe
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("cpu{i} {}", v.map_or("?".into(), |v| format!("{v:.0}"))))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn cpu_model() -> String {
@@ -1316,6 +1453,8 @@ fn chart_svg(runs: &[WorkloadRun], m: &Machine, plan: &Plan) -> String {
             );
             t += step;
         }
+        // Value labels go on top of everything else (the ceiling line).
+        let mut values = String::new();
         for (i, e) in rows.iter().enumerate() {
             let ry = top + 4.0 + i as f64 * ROW_H;
             let v = value(e);
@@ -1336,11 +1475,15 @@ fn chart_svg(runs: &[WorkloadRun], m: &Machine, plan: &Plan) -> String {
             };
             let _ = writeln!(
                 body,
-                r##"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="end" font-weight="{weight}">{}</text><rect x="{LABEL_W:.1}" y="{ry:.1}" width="{w:.1}" height="{BAR_H}" fill="{}" rx="2"/><text x="{:.1}" y="{:.1}" font-size="11" fill="#222">{}</text>"##,
+                r#"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="end" font-weight="{weight}">{}</text><rect x="{LABEL_W:.1}" y="{ry:.1}" width="{w:.1}" height="{BAR_H}" fill="{}" rx="2"/>"#,
                 LABEL_W - 8.0,
                 ry + BAR_H - 3.0,
                 xml_escape(&label),
                 colour(e.source),
+            );
+            let _ = writeln!(
+                values,
+                r##"<text x="{:.1}" y="{:.1}" font-size="11" fill="#222" stroke="white" stroke-width="3" paint-order="stroke">{}</text>"##,
                 LABEL_W + w + 5.0,
                 ry + BAR_H - 3.0,
                 xml_escape(&detail)
@@ -1356,6 +1499,7 @@ fn chart_svg(runs: &[WorkloadRun], m: &Machine, plan: &Plan) -> String {
                 top - 3.0
             );
         }
+        body.push_str(&values);
         let _ = writeln!(
             body,
             r##"<line x1="{LABEL_W:.1}" y1="{top:.1}" x2="{LABEL_W:.1}" y2="{:.1}" stroke="#888"/>"##,
@@ -1376,8 +1520,16 @@ fn chart_svg(runs: &[WorkloadRun], m: &Machine, plan: &Plan) -> String {
     ];
     let mut head = String::new();
     let subtitle = format!(
-        "Python {} · {} CPUs ({}) · {} workers · best of {} · load before {}, after {}",
-        m.python, m.cpus, m.cpu_model, plan.workers, plan.repeat, m.load_before, m.load_after
+        "Python {} · {} CPUs ({}) · {} workers · best of {} rounds · load {} → {} · core probe µs/heavy(): {} → {}",
+        m.python,
+        m.cpus,
+        m.cpu_model,
+        plan.workers,
+        plan.repeat,
+        m.load_before.split(' ').next().unwrap_or("?"),
+        m.load_after.split(' ').next().unwrap_or("?"),
+        fmt_probe(&m.probe_before),
+        fmt_probe(&m.probe_after)
     );
     let _ = writeln!(
         head,
