@@ -420,3 +420,36 @@ fn submitting_from_inside_a_callback_is_refused() {
         .unwrap();
     assert!(e.contains("attached"), "{e}");
 }
+
+#[test]
+fn map_chunks_keep_order_and_fail_item_by_item() {
+    for mode in modes() {
+        let engine = builder(mode).build().unwrap();
+        let inc = engine
+            .handler("gilpool_workloads", "inc")
+            .batch_size(8)
+            .load()
+            .unwrap();
+        // Every 7th input is a str: `x + 1` raises TypeError for that item only.
+        let inputs = (0..1000i64).map(|i| {
+            if i % 7 == 3 {
+                (Value::Str(format!("s{i}")),)
+            } else {
+                (Value::Int(i),)
+            }
+        });
+        let out: Vec<gilpool::Result<i64>> = inc.map_window(inputs, 100).collect();
+        assert_eq!(out.len(), 1000);
+        for (i, r) in out.into_iter().enumerate() {
+            let i = i as i64;
+            match r {
+                Ok(v) => assert_eq!(v, i + 1, "{mode}"),
+                Err(e) => {
+                    assert_eq!(i % 7, 3, "only the str inputs fail: {e}");
+                    assert_eq!(e.python().unwrap().type_name, "TypeError");
+                }
+            }
+        }
+        assert_eq!(inc.in_flight(), 0);
+    }
+}
