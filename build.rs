@@ -7,7 +7,4 @@ fn main() {
     if let Ok(dir) = std::env::var("DEP_GILPOOL_PYTHON_LIBDIR") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
     }
-    if let Ok(version) = std::env::var("DEP_GILPOOL_PYTHON_VERSION") {
-        println!("cargo:rustc-env=GILPOOL_PYTHON_VERSION={version}");
-    }
 }

@@ -21,4 +21,8 @@ fn main() {
         println!("cargo:libdir={dir}");
     }
     println!("cargo:rustc-env=GILPOOL_BUILD_PYTHON={executable}");
+    println!(
+        "cargo:rustc-env=GILPOOL_BUILD_VERSION={}.{}",
+        version.major, version.minor
+    );
 }

@@ -83,7 +83,15 @@ impl Lane {
     /// Forms and publishes batches whose delay ran out; returns whether any
     /// was published and the earliest remaining deadline.
     pub(crate) fn flush_due(&self) -> (bool, Option<Instant>) {
-        let handlers: Vec<Arc<HandlerCore>> = self.delayed.lock().unwrap().clone();
+        // Runs on every idle-spin round: no allocation unless a handler
+        // actually batches with a delay.
+        let handlers: Vec<Arc<HandlerCore>> = {
+            let delayed = self.delayed.lock().unwrap();
+            if delayed.is_empty() {
+                return (false, None);
+            }
+            delayed.clone()
+        };
         let now = Instant::now();
         let mut published = false;
         let mut earliest: Option<Instant> = None;

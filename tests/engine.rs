@@ -233,6 +233,14 @@ fn modes_report_their_effective_mode() {
         engine.warnings()
     );
     let v = engine.python_version();
+    if !Mode::SubInterpreters.is_supported() {
+        let minor = format!("Python {}.{}", v.major, v.minor);
+        assert!(
+            engine.warnings()[0].contains(&minor),
+            "the warning names {minor}: {:?}",
+            engine.warnings()
+        );
+    }
     assert_eq!(
         Mode::SubInterpreters.is_supported(),
         (v.major, v.minor) >= (3, 12),

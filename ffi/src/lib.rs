@@ -33,4 +33,8 @@ pub use runtime::{InitError, PythonVersion, Runtime, RuntimeConfig};
 pub const SUPPORTS_OWN_GIL: bool = cfg!(Py_3_12);
 
 /// The `major.minor` of the CPython this build is tied to.
-pub const BUILD_PYTHON: &str = env!("GILPOOL_BUILD_PYTHON");
+pub const BUILD_PYTHON: &str = env!("GILPOOL_BUILD_VERSION");
+
+/// The interpreter this build was configured with (`PYO3_PYTHON`'s
+/// `sys.executable`), the default `sys.executable` at run time.
+pub const BUILD_EXECUTABLE: &str = env!("GILPOOL_BUILD_PYTHON");

@@ -309,7 +309,7 @@ unsafe fn initialize(config: &RuntimeConfig) -> Result<*mut ffi::PyThreadState, 
     let exe = config
         .executable
         .clone()
-        .or_else(|| Some(PathBuf::from(crate::BUILD_PYTHON)).filter(|p| p.exists()));
+        .or_else(|| Some(PathBuf::from(crate::BUILD_EXECUTABLE)).filter(|p| p.exists()));
     if let Some(exe) = exe {
         let c = CString::new(exe.to_string_lossy().as_bytes())
             .map_err(|_| InitError::Init("the executable path contains a NUL byte".into()))?;
