@@ -14,7 +14,7 @@ use common::resolve;
 use gilpool::{Engine, FromPython, Object};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -39,6 +39,16 @@ fn gated(
 ) -> impl for<'py> FnOnce(Object<'py>) -> gilpool::Result<i64> + Send + 'static {
     move |obj| {
         let _ = gate.recv_timeout(Duration::from_secs(60));
+        i64::from_python(&obj)
+    }
+}
+
+/// Like [`gated`], for callbacks that share one gate: each takes one token.
+fn gated_shared(
+    gate: Arc<Mutex<Receiver<()>>>,
+) -> impl for<'py> FnOnce(Object<'py>) -> gilpool::Result<i64> + Send + 'static {
+    move |obj| {
+        let _ = gate.lock().unwrap().recv_timeout(Duration::from_secs(60));
         i64::from_python(&obj)
     }
 }
@@ -380,11 +390,18 @@ fn backpressure_full_timeout_blocking_and_shutdown() {
         .unwrap();
     assert_eq!(spin.max_in_flight(), 2);
 
-    // Two tasks that stay in flight until their gates open.
-    let (open_a, gate_a) = channel();
-    let (open_b, gate_b) = channel();
-    let a = spin.submit_with(|| Ok((200,)), gated(gate_a)).unwrap();
-    let b = spin.submit_with(|| Ok((200,)), gated(gate_b)).unwrap();
+    // Two tasks that stay in flight until the gate lets them through, one
+    // per token. They share one gate: under SingleGil (Python < 3.12) a
+    // blocked callback holds the one GIL, so only the task that started
+    // first can take a token — per-task gates would deadlock whenever `b`
+    // happens to start before `a`.
+    let (open_a, gate) = channel();
+    let open_b = open_a.clone();
+    let gate = Arc::new(Mutex::new(gate));
+    let a = spin
+        .submit_with(|| Ok((200,)), gated_shared(gate.clone()))
+        .unwrap();
+    let b = spin.submit_with(|| Ok((200,)), gated_shared(gate)).unwrap();
     assert_eq!(spin.in_flight(), 2);
 
     let e = spin.try_submit::<_, i64>((200,)).unwrap_err();
