@@ -439,9 +439,11 @@ fn backpressure_full_timeout_blocking_and_shutdown() {
     done_rx
         .recv_timeout(GENEROUS)
         .expect("the blocked submit proceeds once room appears");
+    // Release the other gated task before waiting on the new one: under a
+    // shared GIL its blocked callback would keep the new task from running.
+    open_b.send(()).unwrap();
     assert_eq!(blocked.join().unwrap().unwrap(), 1);
     assert_eq!(resolve(a, GENEROUS).unwrap(), 200);
-    open_b.send(()).unwrap();
     assert_eq!(resolve(b, GENEROUS).unwrap(), 200);
 
     engine.shutdown();
