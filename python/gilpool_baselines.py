@@ -6,6 +6,7 @@ Usage::
     python gilpool_baselines.py --workload heavy|trivial --tasks N --workers W
                                 [--only name,name] [--repeat R]
                                 [--start-method fork|spawn|forkserver]
+    python gilpool_baselines.py --serve --workload ... --tasks N --workers W [--only ...]
 
 Pure Python, standard library only, CPython 3.9-3.13.  The JSON object goes to
 stdout (exactly one line); progress lines go to stderr.  Exit status 0 when
@@ -46,6 +47,18 @@ keeps the order below):
                        "go" on stdin, runs, and reports its own elapsed time;
                        ``seconds`` = the slowest child's elapsed (no start-up, no
                        IPC), ``wall_s`` = parent-observed go-to-last-answer time.
+
+Serve mode (``--serve``, what ``gilpool bench`` uses): every requested entry
+is started and warmed up once, then stdout gets one line, the header fields of
+the schema below plus ``"ready"``: a list with, per entry, ``{"name",
+"workers", "tasks", "startup_s", "note", extras}`` or ``{"name", "skipped"}``
+or ``{"name", "error"}``.  Each ``run NAME`` line on stdin then times ONE run
+of that entry and answers one line ``{"name", "seconds", "verified",
+extras}`` (or ``{"name", "error"}``); ``quit`` or end of input closes every
+entry and exits 0.  The caller can so interleave the entries run by run with
+its own.  Because several pools live at once there, and forking a process
+that runs threads is unsafe, serve mode uses the ``forkserver`` start method
+unless ``--start-method`` says otherwise.
 
 Timing: every entry's ``seconds`` is the best of R repeats of the
 map/execution phase only; pools, executors, interpreters and children are
@@ -233,39 +246,64 @@ def make_entry(name, workers, tasks, times, startup_s=None, verified=True, note=
 
 
 # --------------------------------------------------------------------------
-# in-process entries
+# entries: each is a runner with start() (untimed set-up and warm-up),
+# once() (one timed run: seconds, results as expected, extras) and close().
 
 
-def bench_sequential(wl, workers, repeat):
+class Skip(Exception):
+    """Raised by ``Runner.start`` when the entry cannot run here (the reason)."""
+
+
+class Runner(object):
+    """One entry: started once, timed any number of times, closed once."""
+
+    name = "?"
+    note = ""
+
+    def __init__(self, wl, workers):
+        """Bind the runner to the workload and the worker count."""
+        self.wl = wl
+        self.workers = workers
+        self.startup = None  # seconds of start + warm-up; None where nothing starts
+        self.extra = {}
+
+    def start(self):
+        """Start and warm up whatever the timed runs use (untimed)."""
+
+    def once(self):
+        """Time one run; return ``(seconds, verified, extras)``."""
+        raise NotImplementedError
+
+    def close(self):
+        """Release what ``start`` made."""
+
+    def entry(self, times, verified, best_extras=None):
+        """The JSON entry from the per-run timings."""
+        extra = dict(self.extra)
+        extra.update(best_extras or {})
+        return make_entry(self.name, self.workers, self.wl.tasks, times, self.startup, verified,
+                          self.note, **extra)
+
+
+class Sequential(Runner):
     """Plain loop in this process."""
-    times, ok = [], True
-    run_share(wl.fn, wl.args[: min(len(wl.args), 50)])  # warm caches
-    for _ in range(repeat):
+
+    name = "sequential"
+    note = "plain list comprehension, one thread"
+
+    def __init__(self, wl, workers):
+        """One worker whatever W is."""
+        Runner.__init__(self, wl, 1)
+
+    def start(self):
+        """Warm the function's caches."""
+        run_share(self.wl.fn, self.wl.args[: min(len(self.wl.args), 50)])
+
+    def once(self):
+        """One timed loop."""
         t0 = time.perf_counter()
-        res = run_share(wl.fn, wl.args)
-        times.append(time.perf_counter() - t0)
-        ok = ok and res == wl.expected
-    return make_entry("sequential", 1, wl.tasks, times, None, ok, "plain list comprehension, one thread")
-
-
-def bench_threads(wl, workers, repeat):
-    """ThreadPoolExecutor(W).map with the threads started and warmed."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    t0 = time.perf_counter()
-    ex = ThreadPoolExecutor(max_workers=workers)
-    try:
-        list(ex.map(W.spin, [2] * (2 * workers)))  # make every thread exist
-        startup = time.perf_counter() - t0
-        times, ok = [], True
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            res = list(ex.map(wl.fn, wl.args))
-            times.append(time.perf_counter() - t0)
-            ok = ok and res == wl.expected
-    finally:
-        ex.shutdown(wait=True)
-    return make_entry("threads", workers, wl.tasks, times, startup, ok, "ThreadPoolExecutor(W).map, shared GIL")
+        res = run_share(self.wl.fn, self.wl.args)
+        return time.perf_counter() - t0, res == self.wl.expected, None
 
 
 def warm_processes(map_fn, workers):
@@ -276,63 +314,104 @@ def warm_processes(map_fn, workers):
     map_fn(W.inc, list(range(4 * workers)))
 
 
-def bench_mp_pool(wl, workers, repeat, ctx, chunk1):
+class Threads(Runner):
+    """ThreadPoolExecutor(W).map with the threads started and warmed."""
+
+    name = "threads"
+    note = "ThreadPoolExecutor(W).map, shared GIL"
+
+    def start(self):
+        """Start W threads."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        t0 = time.perf_counter()
+        self.ex = ThreadPoolExecutor(max_workers=self.workers)
+        list(self.ex.map(W.spin, [2] * (2 * self.workers)))  # make every thread exist
+        self.startup = time.perf_counter() - t0
+
+    def once(self):
+        """One timed map."""
+        t0 = time.perf_counter()
+        res = list(self.ex.map(self.wl.fn, self.wl.args))
+        return time.perf_counter() - t0, res == self.wl.expected, None
+
+    def close(self):
+        """Join the threads."""
+        if getattr(self, "ex", None) is not None:
+            self.ex.shutdown(wait=True)
+
+
+class MpPool(Runner):
     """multiprocessing.Pool(W).map, default chunking or chunksize=1."""
-    name = "mp_pool_chunk1" if chunk1 else "mp_pool_default"
-    t0 = time.perf_counter()
-    pool = ctx.Pool(workers)
-    try:
-        warm_processes(lambda f, xs: pool.map(f, xs, chunksize=1), workers)
-        startup = time.perf_counter() - t0
-        times, ok = [], True
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            if chunk1:
-                res = pool.map(wl.fn, wl.args, chunksize=1)
-            else:
-                res = pool.map(wl.fn, wl.args)
-            times.append(time.perf_counter() - t0)
-            ok = ok and res == wl.expected
-    finally:
-        pool.close()
-        pool.join()
-    if chunk1:
-        chunk = 1
-    else:
-        chunk, extra = divmod(wl.tasks, workers * 4)
-        chunk = chunk + 1 if extra else chunk
-    return make_entry(
-        name, workers, wl.tasks, times, startup, ok,
-        "multiprocessing.Pool(W).map, chunksize=%s" % ("1" if chunk1 else "default"),
-        chunksize=chunk,
-    )
+
+    def __init__(self, wl, workers, ctx, chunk1):
+        """``chunk1``: chunksize=1, else the default ``ceil(tasks / (4 W))``."""
+        Runner.__init__(self, wl, workers)
+        self.ctx = ctx
+        self.chunk1 = chunk1
+        self.name = "mp_pool_chunk1" if chunk1 else "mp_pool_default"
+        self.note = "multiprocessing.Pool(W).map, chunksize=%s" % ("1" if chunk1 else "default")
+        if chunk1:
+            chunk = 1
+        else:
+            chunk, rest = divmod(wl.tasks, workers * 4)
+            chunk = chunk + 1 if rest else chunk
+        self.extra = {"chunksize": chunk}
+
+    def start(self):
+        """Start the pool and warm every process."""
+        t0 = time.perf_counter()
+        self.pool = self.ctx.Pool(self.workers)
+        warm_processes(lambda f, xs: self.pool.map(f, xs, chunksize=1), self.workers)
+        self.startup = time.perf_counter() - t0
+
+    def once(self):
+        """One timed map."""
+        t0 = time.perf_counter()
+        if self.chunk1:
+            res = self.pool.map(self.wl.fn, self.wl.args, chunksize=1)
+        else:
+            res = self.pool.map(self.wl.fn, self.wl.args)
+        return time.perf_counter() - t0, res == self.wl.expected, None
+
+    def close(self):
+        """Close and join the pool."""
+        if getattr(self, "pool", None) is not None:
+            self.pool.close()
+            self.pool.join()
 
 
-def bench_ppe(wl, workers, repeat, ctx, tuned):
+class Ppe(Runner):
     """ProcessPoolExecutor(W).map, chunksize 1 or tasks // (W * 4)."""
-    from concurrent.futures import ProcessPoolExecutor
 
-    name = "ppe_tuned" if tuned else "ppe_chunk1"
-    chunk = max(1, wl.tasks // (workers * 4)) if tuned else 1
-    t0 = time.perf_counter()
-    ex = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
-    try:
-        warm_processes(lambda f, xs: list(ex.map(f, xs, chunksize=1)), workers)
-        startup = time.perf_counter() - t0
-        times, ok = [], True
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            res = list(ex.map(wl.fn, wl.args, chunksize=chunk))
-            times.append(time.perf_counter() - t0)
-            ok = ok and res == wl.expected
-    finally:
-        ex.shutdown(wait=True)
-    return make_entry(
-        name, workers, wl.tasks, times, startup, ok,
-        "ProcessPoolExecutor(W).map, chunksize=%d" % chunk, chunksize=chunk,
-    )
+    def __init__(self, wl, workers, ctx, tuned):
+        """``tuned``: chunksize ``max(1, tasks // (4 W))``, else 1."""
+        Runner.__init__(self, wl, workers)
+        self.ctx = ctx
+        self.name = "ppe_tuned" if tuned else "ppe_chunk1"
+        self.chunk = max(1, wl.tasks // (workers * 4)) if tuned else 1
+        self.note = "ProcessPoolExecutor(W).map, chunksize=%d" % self.chunk
+        self.extra = {"chunksize": self.chunk}
 
+    def start(self):
+        """Start the executor and warm every process."""
+        from concurrent.futures import ProcessPoolExecutor
 
+        t0 = time.perf_counter()
+        self.ex = ProcessPoolExecutor(max_workers=self.workers, mp_context=self.ctx)
+        warm_processes(lambda f, xs: list(self.ex.map(f, xs, chunksize=1)), self.workers)
+        self.startup = time.perf_counter() - t0
+
+    def once(self):
+        """One timed map."""
+        t0 = time.perf_counter()
+        res = list(self.ex.map(self.wl.fn, self.wl.args, chunksize=self.chunk))
+        return time.perf_counter() - t0, res == self.wl.expected, None
+
+    def close(self):
+        """Shut the executor down."""
+        if getattr(self, "ex", None) is not None:
+            self.ex.shutdown(wait=True)
 # --------------------------------------------------------------------------
 # own-GIL subinterpreters via the stdlib private modules
 
@@ -440,81 +519,95 @@ def run_threads_timed(targets):
     return time.perf_counter() - t0, errors
 
 
-def bench_interpreters(wl, workers, repeat, per_task):
+class Interpreters(Runner):
     """W own-GIL subinterpreters, each driven by its own Python thread."""
-    name = "interpreters_per_task" if per_task else "interpreters"
-    try:
-        api = InterpAPI()
-    except ImportError as e:
-        return {"name": name, "skipped": str(e)}
-    tmpdir = tempfile.mkdtemp(prefix="gilpool_baselines_")
-    ids = []
-    try:
+
+    def __init__(self, wl, workers, per_task):
+        """``per_task``: one cross-interpreter exec per task, else one per share."""
+        Runner.__init__(self, wl, workers)
+        self.per_task = per_task
+        self.name = "interpreters_per_task" if per_task else "interpreters"
+        self.ids = []
+        self.tmpdir = None
+
+    def start(self):
+        """Create W interpreters and import the workloads in each."""
+        try:
+            self.api = api = InterpAPI()
+        except ImportError as e:
+            raise Skip(str(e))
+        self.extra = {"module": api.name}
+        if self.per_task:
+            how = "exec(id, code, {'_a': arg})" if api.accepts_code else "run_string(id, src, {'_a': arg})"
+            self.note = ("%s.%s once per task from W Python threads; results marshalled back at the "
+                         "end (timed)" % (api.name, how))
+        else:
+            how = "exec" if api.name == "_interpreters" else "run_string"
+            self.note = ("%s.create() x W (own GIL), one Python thread each; one %s per share, results "
+                         "marshalled back to the main interpreter (timed)" % (api.name, how))
+        self.tmpdir = tempfile.mkdtemp(prefix="gilpool_baselines_")
         t0 = time.perf_counter()
-        setup = SUB_SETUP.format(here=HERE, fname=wl.fname, kind=wl.kind)
-        for _ in range(workers):
+        setup = SUB_SETUP.format(here=HERE, fname=self.wl.fname, kind=self.wl.kind)
+        for _ in range(self.workers):
             iid = api.create()
-            ids.append(iid)
+            self.ids.append(iid)
             api.run(iid, setup)
-        startup = time.perf_counter() - t0
-        outs = [os.path.join(tmpdir, "share%d.marshal" % k) for k in range(workers)]
-        times, ok = [], True
-        for _ in range(repeat):
-            # untimed: build each interpreter's argument list
-            for k, iid in enumerate(ids):
-                lo, hi = wl.share(k, workers)
-                api.run(iid, SUB_PREPARE, {"_kind": wl.kind, "_lo": lo, "_hi": hi, "_out": outs[k]})
-            results = [None] * workers
+        self.startup = time.perf_counter() - t0
+        self.outs = [os.path.join(self.tmpdir, "share%d.marshal" % k) for k in range(self.workers)]
 
-            def make_target(k, iid):
-                lo, hi = wl.share(k, workers)
+    def once(self):
+        """One timed run of every share, results back in the main interpreter."""
+        api, wl, workers, outs = self.api, self.wl, self.workers, self.outs
+        # untimed: build each interpreter's argument list
+        for k, iid in enumerate(self.ids):
+            lo, hi = wl.share(k, workers)
+            api.run(iid, SUB_PREPARE, {"_kind": wl.kind, "_lo": lo, "_hi": hi, "_out": outs[k]})
+        results = [None] * workers
 
-                def whole_share():
-                    api.run(iid, SUB_RUN_SHARE)
-                    with open(outs[k], "rb") as fh:
-                        results[k] = marshal.loads(fh.read())
+        def make_target(k, iid):
+            lo, hi = wl.share(k, workers)
 
-                def task_by_task():
-                    run = api.run
-                    args = wl.args[lo:hi]
-                    if api.accepts_code:
-                        for a in args:
-                            run(iid, _step, {"_a": a})
-                    else:
-                        for a in args:
-                            run(iid, SUB_STEP_SRC, {"_a": a})
-                    run(iid, SUB_DUMP)
-                    with open(outs[k], "rb") as fh:
-                        results[k] = marshal.loads(fh.read())
+            def whole_share():
+                api.run(iid, SUB_RUN_SHARE)
+                with open(outs[k], "rb") as fh:
+                    results[k] = marshal.loads(fh.read())
 
-                return task_by_task if per_task else whole_share
+            def task_by_task():
+                run = api.run
+                args = wl.args[lo:hi]
+                if api.accepts_code:
+                    for a in args:
+                        run(iid, _step, {"_a": a})
+                else:
+                    for a in args:
+                        run(iid, SUB_STEP_SRC, {"_a": a})
+                run(iid, SUB_DUMP)
+                with open(outs[k], "rb") as fh:
+                    results[k] = marshal.loads(fh.read())
 
-            secs, errors = run_threads_timed([make_target(k, iid) for k, iid in enumerate(ids)])
-            if errors:
-                raise RuntimeError("; ".join(errors))
-            times.append(secs)
-            merged = []
-            for part in results:
-                merged.extend(part or [])
-            ok = ok and merged == wl.expected
-    finally:
-        for iid in ids:
+            return task_by_task if self.per_task else whole_share
+
+        secs, errors = run_threads_timed([make_target(k, iid) for k, iid in enumerate(self.ids)])
+        if errors:
+            raise RuntimeError("; ".join(errors))
+        merged = []
+        for part in results:
+            merged.extend(part or [])
+        return secs, merged == wl.expected, None
+
+    def close(self):
+        """Destroy the interpreters and the scratch files."""
+        for iid in self.ids:
             try:
-                api.destroy(iid)
+                self.api.destroy(iid)
             except Exception as e:  # keep destroying the others
                 log("destroy(%s) failed: %s" % (iid, e))
-        for fname in os.listdir(tmpdir):
-            os.unlink(os.path.join(tmpdir, fname))
-        os.rmdir(tmpdir)
-    if per_task:
-        how = "exec(id, code, {'_a': arg})" if api.accepts_code else "run_string(id, src, {'_a': arg})"
-        note = "%s.%s once per task from W Python threads; results marshalled back at the end (timed)" % (
-            api.name, how)
-    else:
-        how = "exec" if api.name == "_interpreters" else "run_string"
-        note = ("%s.create() x W (own GIL), one Python thread each; one %s per share, results "
-                "marshalled back to the main interpreter (timed)" % (api.name, how))
-    return make_entry(name, workers, wl.tasks, times, startup, ok, note, module=api.name)
+        self.ids = []
+        if self.tmpdir is not None:
+            for fname in os.listdir(self.tmpdir):
+                os.unlink(os.path.join(self.tmpdir, fname))
+            os.rmdir(self.tmpdir)
+            self.tmpdir = None
 
 
 # --------------------------------------------------------------------------
@@ -541,66 +634,115 @@ def ceiling_child(kind, lo, hi):
     return 0
 
 
-def bench_ceiling(wl, workers, repeat):
+class Ceiling(Runner):
     """W independent interpreters in W processes, each timing its own share."""
-    procs = []
-    try:
+
+    name = "ceiling"
+
+    def __init__(self, wl, workers):
+        """No processes yet."""
+        Runner.__init__(self, wl, workers)
+        self.procs = []
+        self.note = (
+            "W independent processes (%s), each runs its share sequentially after 'go'; seconds = slowest "
+            "child's own elapsed (no start-up, no IPC); wall_s = go-to-last-answer seen by the parent"
+            % os.path.basename(sys.executable))
+
+    def start(self):
+        """Start W children and wait until each has warmed up."""
         t0 = time.perf_counter()
-        for k in range(workers):
-            lo, hi = wl.share(k, workers)
-            procs.append(
+        for k in range(self.workers):
+            lo, hi = self.wl.share(k, self.workers)
+            self.procs.append(
                 subprocess.Popen(
-                    [sys.executable, os.path.abspath(__file__), "--ceiling-child", wl.kind, str(lo), str(hi)],
+                    [sys.executable, os.path.abspath(__file__), "--ceiling-child", self.wl.kind, str(lo), str(hi)],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     universal_newlines=True,
                     bufsize=1,
                 )
             )
-        for p in procs:
+        for p in self.procs:
             line = p.stdout.readline()
             if line.strip() != "ready":
                 raise RuntimeError("ceiling child did not start (got %r)" % (line,))
-        startup = time.perf_counter() - t0
-        expected_sums = []
-        for k in range(workers):
-            lo, hi = wl.share(k, workers)
-            expected_sums.append((hi - lo, sum(wl.expected[lo:hi])))
-        times, walls, child_all, ok = [], [], [], True
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            for p in procs:
-                p.stdin.write("go\n")
-                p.stdin.flush()
-            answers = [json.loads(p.stdout.readline()) for p in procs]
-            walls.append(time.perf_counter() - t0)
-            elapsed = [a["elapsed"] for a in answers]
-            child_all.append([round(x, 6) for x in elapsed])
-            times.append(max(elapsed))
-            ok = ok and [(a["n"], a["sum"]) for a in answers] == expected_sums
-    finally:
-        for p in procs:
+        self.startup = time.perf_counter() - t0
+        self.expected_sums = []
+        for k in range(self.workers):
+            lo, hi = self.wl.share(k, self.workers)
+            self.expected_sums.append((hi - lo, sum(self.wl.expected[lo:hi])))
+
+    def once(self):
+        """Release every child at once; the slowest child's own time counts."""
+        t0 = time.perf_counter()
+        for p in self.procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        answers = []
+        for p in self.procs:
+            line = p.stdout.readline()
+            if not line:
+                raise RuntimeError("a ceiling child exited (status %s)" % (p.poll(),))
+            answers.append(json.loads(line))
+        wall = time.perf_counter() - t0
+        elapsed = [a["elapsed"] for a in answers]
+        ok = [(a["n"], a["sum"]) for a in answers] == self.expected_sums
+        return max(elapsed), ok, {"wall_s": round(wall, 6), "child_seconds": [round(x, 6) for x in elapsed]}
+
+    def close(self):
+        """Tell every child to quit; kill one that does not."""
+        for p in self.procs:
             try:
                 p.stdin.write("quit\n")
                 p.stdin.close()
             except (OSError, ValueError):
                 pass
-        for p in procs:
+        for p in self.procs:
             try:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
             p.stdout.close()
-    best = times.index(min(times))
-    return make_entry(
-        "ceiling", workers, wl.tasks, times, startup, ok,
-        "W independent processes (%s), each runs its share sequentially after 'go'; seconds = slowest "
-        "child's own elapsed (no start-up, no IPC); wall_s = go-to-last-answer seen by the parent"
-        % os.path.basename(sys.executable),
-        wall_s=round(walls[best], 6),
-        child_seconds=child_all[best],
-    )
+        self.procs = []
+
+
+def make_runners(names, wl, workers, ctx):
+    """The runners of ``names`` (in ``ENTRY_NAMES`` order), not started."""
+    makers = {
+        "sequential": lambda: Sequential(wl, workers),
+        "threads": lambda: Threads(wl, workers),
+        "mp_pool_default": lambda: MpPool(wl, workers, ctx, chunk1=False),
+        "mp_pool_chunk1": lambda: MpPool(wl, workers, ctx, chunk1=True),
+        "ppe_chunk1": lambda: Ppe(wl, workers, ctx, tuned=False),
+        "ppe_tuned": lambda: Ppe(wl, workers, ctx, tuned=True),
+        "interpreters": lambda: Interpreters(wl, workers, per_task=False),
+        "interpreters_per_task": lambda: Interpreters(wl, workers, per_task=True),
+        "ceiling": lambda: Ceiling(wl, workers),
+    }
+    return [makers[n]() for n in names]
+
+
+def error_text(e):
+    """``Type: message`` of an exception."""
+    return "%s: %s" % (type(e).__name__, e)
+
+
+def run_batch(runner, repeat):
+    """Start ``runner``, time it ``repeat`` times, close it; return its entry."""
+    try:
+        runner.start()
+        times, ok, extras = [], True, []
+        for _ in range(repeat):
+            secs, good, extra = runner.once()
+            times.append(secs)
+            extras.append(extra)
+            ok = ok and good
+    except Skip as e:
+        return {"name": runner.name, "skipped": str(e)}
+    finally:
+        runner.close()
+    return runner.entry(times, ok, extras[times.index(min(times))])
 
 
 # --------------------------------------------------------------------------
@@ -618,6 +760,8 @@ def parse_args(argv):
     p.add_argument("--only", default="", help="comma-separated subset of: " + ",".join(ENTRY_NAMES))
     p.add_argument("--start-method", default=None,
                    help="multiprocessing start method (default: the platform default)")
+    p.add_argument("--serve", action="store_true",
+                   help="start every entry, then time one run per 'run NAME' line on stdin")
     p.add_argument("--ceiling-child", nargs=3, metavar=("KIND", "LO", "HI"), help=argparse.SUPPRESS)
     ns = p.parse_args(argv)
     if ns.ceiling_child:
@@ -635,6 +779,90 @@ def parse_args(argv):
     return ns
 
 
+def report_header(ns, wl, start_method):
+    """The fields that describe the run (both modes)."""
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = None
+    return {
+        "tool": "gilpool_baselines",
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "executable": sys.executable,
+        "cpus": os.cpu_count(),
+        "affinity_cpus": affinity,
+        "platform": platform.platform(),
+        "workload": ns.workload,
+        "function": "gilpool_workloads." + wl.fname,
+        "arg": W.HEAVY_N if ns.workload == "heavy" else "i",
+        "heavy_n": W.HEAVY_N,
+        "tasks": ns.tasks,
+        "workers": ns.workers,
+        "start_method": start_method,
+    }
+
+
+def write_line(obj):
+    """One JSON object on one stdout line."""
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def serve(ns, wl, runners, header):
+    """Start every runner, say so, then time one run per ``run NAME`` line until ``quit``/EOF.
+
+    The first stdout line is the header plus ``"ready"``: per entry its
+    ``startup_s``, note and extras, or ``"skipped"``/``"error"``.  Each
+    ``run NAME`` answers one line ``{"name", "seconds", "verified", ...}`` or
+    ``{"name", "error"}``.  Unknown commands answer ``{"error": ...}``.
+    """
+    started, ready = {}, []
+    try:
+        for r in runners:
+            try:
+                r.start()
+                started[r.name] = r
+                status = {"name": r.name, "workers": r.workers, "tasks": wl.tasks,
+                          "startup_s": None if r.startup is None else round(r.startup, 6), "note": r.note}
+                status.update(r.extra)
+                log("%-22s started%s" % (r.name, "" if r.startup is None else " in %.3fs" % r.startup))
+            except Skip as e:
+                r.close()
+                status = {"name": r.name, "skipped": str(e)}
+                log("%-22s skipped: %s" % (r.name, e))
+            except Exception as e:
+                r.close()
+                status = {"name": r.name, "error": error_text(e)}
+                log("%-22s ERROR: %s" % (r.name, status["error"]))
+            ready.append(status)
+        header = dict(header, ready=ready, note=NOTE)
+        write_line(header)
+        for line in sys.stdin:
+            words = line.split()
+            if not words or words[0] == "quit":
+                break
+            if words[0] != "run" or len(words) != 2:
+                write_line({"error": "unknown command %r (want 'run NAME' or 'quit')" % line.strip()})
+                continue
+            r = started.get(words[1])
+            if r is None:
+                write_line({"name": words[1], "error": "entry %r is not running here" % words[1]})
+                continue
+            try:
+                secs, ok, extra = r.once()
+            except Exception as e:
+                write_line({"name": r.name, "error": error_text(e)})
+                continue
+            answer = {"name": r.name, "seconds": round(secs, 6), "verified": bool(ok)}
+            answer.update(extra or {})
+            write_line(answer)
+    finally:
+        for r in started.values():
+            r.close()
+    return 0
+
+
 def main(argv=None):
     """Run the requested entries and print the JSON report."""
     ns = parse_args(sys.argv[1:] if argv is None else argv)
@@ -644,33 +872,32 @@ def main(argv=None):
 
     t_all = time.perf_counter()
     before = loadavg()
-    ctx = multiprocessing.get_context(ns.start_method)
+    method = ns.start_method
+    if ns.serve and method is None and "forkserver" in multiprocessing.get_all_start_methods():
+        method = "forkserver"  # pools live side by side here: no fork of a threaded process
+    ctx = multiprocessing.get_context(method)
     start_method = ctx.get_start_method()
     wl = Workload(ns.workload, ns.tasks)
     workers, repeat = ns.workers, ns.repeat
+    runners = make_runners(ns.names, wl, workers, ctx)
+    header = report_header(ns, wl, start_method)
+    if ns.serve:
+        log("python %s, %s x %d tasks, %d workers, serving, start method %s" % (
+            platform.python_version(), ns.workload, ns.tasks, workers, start_method))
+        return serve(ns, wl, runners, header)
     log("python %s, %s x %d tasks, %d workers, best of %d, start method %s" % (
         platform.python_version(), ns.workload, ns.tasks, workers, repeat, start_method))
 
-    runners = {
-        "sequential": lambda: bench_sequential(wl, workers, repeat),
-        "threads": lambda: bench_threads(wl, workers, repeat),
-        "mp_pool_default": lambda: bench_mp_pool(wl, workers, repeat, ctx, chunk1=False),
-        "mp_pool_chunk1": lambda: bench_mp_pool(wl, workers, repeat, ctx, chunk1=True),
-        "ppe_chunk1": lambda: bench_ppe(wl, workers, repeat, ctx, tuned=False),
-        "ppe_tuned": lambda: bench_ppe(wl, workers, repeat, ctx, tuned=True),
-        "interpreters": lambda: bench_interpreters(wl, workers, repeat, per_task=False),
-        "interpreters_per_task": lambda: bench_interpreters(wl, workers, repeat, per_task=True),
-        "ceiling": lambda: bench_ceiling(wl, workers, repeat),
-    }
     entries, failed = [], False
     snap_all = cpu_snapshot()
-    for name in ns.names:
+    for runner in runners:
+        name = runner.name
         t0 = time.perf_counter()
         snap = cpu_snapshot()
         try:
-            entry = runners[name]()
+            entry = run_batch(runner, repeat)
         except Exception as e:
-            entry = {"name": name, "error": "%s: %s" % (type(e).__name__, e)}
+            entry = {"name": name, "error": error_text(e)}
             failed = True
         if "seconds" in entry:
             entry["foreign_cpu_pct"] = foreign_cpu_pct(snap, cpu_snapshot())
@@ -694,35 +921,17 @@ def main(argv=None):
             if "seconds" in e and e["seconds"] > 0:
                 e["speedup_vs_sequential"] = round(seq[0]["seconds"] / e["seconds"], 3)
 
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = None
-    report = {
-        "tool": "gilpool_baselines",
-        "python": platform.python_version(),
-        "implementation": platform.python_implementation(),
-        "executable": sys.executable,
-        "cpus": os.cpu_count(),
-        "affinity_cpus": affinity,
-        "platform": platform.platform(),
-        "workload": ns.workload,
-        "function": "gilpool_workloads." + wl.fname,
-        "arg": W.HEAVY_N if ns.workload == "heavy" else "i",
-        "heavy_n": W.HEAVY_N,
-        "tasks": ns.tasks,
-        "workers": workers,
+    report = dict(header)
+    report.update({
         "repeat": repeat,
-        "start_method": start_method,
         "loadavg_before": before,
         "loadavg_after": loadavg(),
         "foreign_cpu_pct": foreign_cpu_pct(snap_all, cpu_snapshot()),
         "total_s": round(time.perf_counter() - t_all, 3),
         "note": NOTE,
         "entries": entries,
-    }
-    sys.stdout.write(json.dumps(report) + "\n")
-    sys.stdout.flush()
+    })
+    write_line(report)
     return 1 if failed else 0
 
 

@@ -5,7 +5,7 @@ use crate::error::{Error, ErrorKind, Result, TrySubmitError};
 use crate::lane::{Batch, Job, Lane};
 use crate::sched::batcher::{BatchPolicy, Batcher, Pushed};
 use crate::sched::permits::{AcquireError, Permits};
-use crate::task::{ChunkTask, Completer, Task, TaskFuture, TypedTask};
+use crate::task::{ChunkTask, Completer, Task, TaskFuture, TypedTask, WAIT_SPIN};
 use gilpool_ffi::Object;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -229,6 +229,7 @@ impl Handler {
             queued: 0,
             pending: VecDeque::new(),
             ready: VecDeque::new(),
+            spin: true,
         }
     }
 
@@ -320,6 +321,10 @@ pub struct MapIter<I, R> {
     queued: usize,
     pending: VecDeque<Pending<R>>,
     ready: VecDeque<Result<R>>,
+    /// Whether the next wait spins first: only while results come within
+    /// the spin window. When tasks are long, the waiting thread would spin
+    /// on a core the workers need, once per result.
+    spin: bool,
 }
 
 enum Pending<R> {
@@ -371,19 +376,23 @@ where
                 self.queued += n;
             }
         }
-        match self.pending.pop_front()? {
+        let spin = self.spin;
+        let started = Instant::now();
+        let out = match self.pending.pop_front()? {
             Pending::One(f) => {
                 self.queued -= 1;
-                Some(f.and_then(TaskFuture::wait))
+                Some(f.and_then(|f| f.wait_spinning(spin)))
             }
             Pending::Chunk(f, n) => {
-                match f.and_then(TaskFuture::wait) {
+                match f.and_then(|f| f.wait_spinning(spin)) {
                     Ok(results) => self.ready.extend(results),
                     Err(e) => self.ready.extend((0..n).map(|_| Err(e.clone()))),
                 }
                 self.queued -= 1;
                 self.ready.pop_front()
             }
-        }
+        };
+        self.spin = started.elapsed() <= WAIT_SPIN;
+        out
     }
 }

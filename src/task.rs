@@ -242,7 +242,7 @@ pub struct TaskFuture<R> {
 
 /// How long a waiter spins before it blocks: a result that arrives within
 /// this window is picked up without a sleep/wake round trip.
-const WAIT_SPIN: Duration = Duration::from_micros(20);
+pub(crate) const WAIT_SPIN: Duration = Duration::from_micros(20);
 
 impl<R> TaskFuture<R> {
     /// Whether the result is ready.
@@ -252,7 +252,16 @@ impl<R> TaskFuture<R> {
 
     /// Blocks until the task finished; returns its result.
     pub fn wait(self) -> Result<R> {
-        self.spin();
+        self.wait_spinning(true)
+    }
+
+    /// [`wait`](Self::wait), spinning first only when `spin` is set. A
+    /// caller that knows results arrive slowly (long tasks) skips the spin,
+    /// which would only take CPU from the workers.
+    pub(crate) fn wait_spinning(self, spin: bool) -> Result<R> {
+        if spin {
+            self.spin();
+        }
         self.cell
             .wait()
             .unwrap_or_else(|| Err(Error::new(ErrorKind::Consumed)))

@@ -3,15 +3,19 @@
 //! stdlib interpreters module and the N-process ceiling — plus the latency
 //! of single calls. Markdown tables go to stdout, an SVG chart to `--chart`.
 //!
-//! The Python-side entries come from `python/gilpool_baselines.py`, run as
-//! a child process of the very Python the engine embeds. gilpool is measured
-//! here, in-process, under the same rule as the script: pools are started
-//! and warmed up before timing (start-up is reported on its own), and every
-//! figure is the best of `--repeat` timed runs of the map phase alone. The
-//! runs are interleaved rounds: each round times every entry once (gilpool
-//! and the Python side take turns going first), so a slow spell of this
-//! shared machine hits all entries alike rather than one. A core speed
-//! probe before and after shows how fast the cores ran.
+//! The Python-side entries come from `python/gilpool_baselines.py --serve`,
+//! a child process of the very Python the engine embeds: it starts and
+//! warms every peer once, then times one run per request. gilpool is
+//! measured here, in-process, under the same rule (engines built and warmed
+//! first; start-up is reported on its own). Both sides stay up for the
+//! whole workload, and the runs are interleaved rounds: each round times
+//! every entry once, so a slow spell of this shared machine hits all
+//! entries alike. Within a round, the entries that the targets compare
+//! (gilpool with all workers, the ceiling, the `multiprocessing.Pool`
+//! entries) run last and back to back, in a rotating order; the ratio of
+//! their seconds in the same round is a *paired* ratio, and the targets
+//! are judged on the median of those. The table shows each entry's best
+//! round. A core speed probe before and after shows how fast the cores ran.
 //!
 //! Definitions (also in `docs/BENCHMARKS.md`):
 //! - `tasks/s` = tasks ÷ best wall seconds of the map phase;
@@ -25,6 +29,7 @@ use super::{progress, workloads_dir};
 use gilpool::{Engine, Handler, Mode};
 use serde_json::{json, Value as Json};
 use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write as _};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
@@ -56,8 +61,9 @@ pub(crate) struct BenchArgs {
     /// gilpool SubInterpreters runs with 1..=N workers.
     #[arg(long)]
     workers: Option<usize>,
-    /// Rounds; each times every entry once, and the best round counts.
-    #[arg(long, default_value_t = 3)]
+    /// Rounds; each times every entry once. The table shows each entry's
+    /// best round; the paired comparisons use every round.
+    #[arg(long, default_value_t = 5)]
     repeat: usize,
     /// Individually timed calls per latency measurement (0 skips the
     /// latency section).
@@ -184,6 +190,8 @@ struct WorkloadRun {
     workload: Workload,
     tasks: usize,
     entries: Vec<Entry>,
+    /// Round-by-round ratios from adjacent runs (see [`Paired`]).
+    paired: Vec<Paired>,
     baselines: Option<Json>,
 }
 
@@ -284,39 +292,13 @@ fn run(args: BenchArgs) -> Result<bool, String> {
             Workload::Heavy => args.tasks_heavy,
             Workload::Trivial => args.tasks_trivial,
         };
-        // Interleaved rounds: each round times every entry once, gilpool
-        // and Python alternating which goes first, so slow spells of this
-        // shared machine hit every entry alike; the best round counts.
-        let mut gilpool_rounds = Vec::new();
-        let mut python_rounds = Vec::new();
-        let mut raws = Vec::new();
-        for round in 0..plan.repeat {
-            let python_first = round % 2 == 1;
-            for python in [python_first, !python_first] {
-                if python && !args.skip_python {
-                    eprintln!(
-                        "gilpool bench: Python baselines, {} x {tasks}, {} workers, round {}/{}",
-                        wl.name(),
-                        plan.workers,
-                        round + 1,
-                        plan.repeat
-                    );
-                    let raw = run_baselines(&plan, &machine.executable, wl, tasks)?;
-                    python_rounds.push(parse_baselines(&raw)?);
-                    raws.push(raw);
-                } else if !python {
-                    gilpool_rounds.push(measure_gilpool(&plan, wl, tasks, 1, &mut machine)?);
-                }
-            }
-        }
-        let mut entries = merge_rounds(python_rounds);
-        entries.extend(merge_rounds(gilpool_rounds));
-        runs.push(WorkloadRun {
-            workload: wl,
+        runs.push(measure_workload(
+            &plan,
+            wl,
             tasks,
-            entries,
-            baselines: (!raws.is_empty()).then(|| Json::Array(raws)),
-        });
+            args.skip_python,
+            &mut machine,
+        )?);
     }
     let mut latency = Vec::new();
     if workloads.contains(&Workload::Trivial) && args.latency_samples > 0 {
@@ -364,6 +346,231 @@ fn run(args: BenchArgs) -> Result<bool, String> {
     Ok(all_ok)
 }
 
+/// The Python-side entries that take part in the paired comparisons.
+const PAIRED_PEERS: [&str; 3] = ["ceiling", "mp_pool_default", "mp_pool_chunk1"];
+
+/// What times one run of an entry.
+#[derive(Debug)]
+enum Runner {
+    /// `run NAME` on the baselines process.
+    Python(String),
+    /// `handler.map` on one of our engines.
+    Gilpool(Handler),
+}
+
+/// One entry while its rounds run: its row, how to time it, and the
+/// seconds of every round (`None` where it did not run).
+#[derive(Debug)]
+struct Slot {
+    entry: Entry,
+    runner: Option<Runner>,
+    startup_s: Option<f64>,
+    times: Vec<Option<f64>>,
+    verified: bool,
+    failed: Option<String>,
+}
+
+impl Slot {
+    fn new(entry: Entry, runner: Option<Runner>, startup_s: Option<f64>) -> Slot {
+        Slot {
+            entry,
+            runner,
+            startup_s,
+            times: Vec::new(),
+            verified: true,
+            failed: None,
+        }
+    }
+
+    /// The row, with the best round's seconds.
+    fn finish(mut self) -> Entry {
+        if let Some(why) = self.failed {
+            self.entry.outcome = Outcome::Failed(why);
+        } else if self.runner.is_some() {
+            let all: Vec<f64> = self.times.iter().flatten().copied().collect();
+            self.entry.outcome = Outcome::Ran {
+                seconds: all.iter().copied().fold(f64::INFINITY, f64::min),
+                seconds_all: all,
+                startup_s: self.startup_s,
+                verified: self.verified,
+            };
+        }
+        self.entry
+    }
+}
+
+/// Round-by-round ratios of gilpool against a peer, each from runs made
+/// back to back in the same round.
+#[derive(Debug, Clone)]
+struct Paired {
+    what: String,
+    /// `peer seconds / gilpool seconds` per round (above 1: gilpool faster).
+    ratios: Vec<f64>,
+}
+
+impl Paired {
+    fn median(&self) -> Option<f64> {
+        let mut v = self.ratios.clone();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        match n {
+            0 => None,
+            _ if n % 2 == 1 => Some(v[n / 2]),
+            _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+        }
+    }
+    fn min(&self) -> Option<f64> {
+        self.ratios.iter().copied().reduce(f64::min)
+    }
+    fn max(&self) -> Option<f64> {
+        self.ratios.iter().copied().reduce(f64::max)
+    }
+}
+
+/// Starts every entry of one workload (the Python peers in one `--serve`
+/// process, gilpool's engines here), then runs `plan.repeat` rounds. A
+/// round times every entry once: first the others in a rotating order,
+/// then the paired group (gilpool with all workers, the ceiling and the
+/// `multiprocessing.Pool` entries) back to back, also rotating, so that
+/// the ratios between them come from adjacent runs.
+fn measure_workload(
+    plan: &Plan,
+    wl: Workload,
+    tasks: usize,
+    skip_python: bool,
+    machine: &mut Machine,
+) -> Result<WorkloadRun, String> {
+    let mut python = if skip_python {
+        None
+    } else {
+        eprintln!(
+            "gilpool bench: starting the Python baselines ({}, {tasks} tasks, {} workers)",
+            wl.name(),
+            plan.workers
+        );
+        Some(Baselines::start(plan, &machine.executable, wl, tasks)?)
+    };
+    let mut slots: Vec<Slot> = match &python {
+        Some(p) => p.slots()?,
+        None => Vec::new(),
+    };
+    let GilpoolSide {
+        engines,
+        slots: gilpool_slots,
+        mut expected,
+    } = start_gilpool(plan, wl, tasks, machine)?;
+    slots.extend(gilpool_slots);
+
+    let paired_key = gilpool_key(Mode::SubInterpreters, plan.workers, wl.batch_sizes()[0]);
+    let in_group = |s: &Slot| s.entry.key == paired_key || PAIRED_PEERS.contains(&&*s.entry.key);
+    let (group, others): (Vec<usize>, Vec<usize>) =
+        (0..slots.len()).partition(|&i| in_group(&slots[i]));
+    let runnable = slots.iter().filter(|s| s.runner.is_some()).count();
+    let bar = progress(
+        Some((plan.repeat * runnable) as u64),
+        plan.force_progress,
+        &format!("{} rounds", wl.name()),
+    );
+    for round in 0..plan.repeat {
+        let rotate = |v: &[usize]| -> Vec<usize> {
+            let mut v = v.to_vec();
+            if !v.is_empty() {
+                let k = round % v.len();
+                v.rotate_left(k);
+            }
+            v
+        };
+        for i in rotate(&others).into_iter().chain(rotate(&group)) {
+            let slot = &mut slots[i];
+            let secs = match (&slot.runner, &slot.failed) {
+                (Some(_), Some(_)) | (None, _) => None,
+                (Some(Runner::Gilpool(h)), None) => {
+                    let (secs, ok, value) = run_map(h, wl, tasks, expected)?;
+                    expected = expected.or(value);
+                    slot.verified &= ok;
+                    Some(secs)
+                }
+                (Some(Runner::Python(name)), None) => {
+                    let p = python.as_mut().ok_or("no baselines process")?;
+                    match p.run(name)? {
+                        Ok((secs, ok)) => {
+                            slot.verified &= ok;
+                            Some(secs)
+                        }
+                        Err(why) => {
+                            slot.failed = Some(why);
+                            None
+                        }
+                    }
+                }
+            };
+            slot.times.push(secs);
+            if slot.runner.is_some() {
+                bar.inc(1);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    for engine in engines {
+        engine.shutdown();
+    }
+    let baselines = python.map(Baselines::finish);
+
+    let paired = paired_ratios(&slots, &paired_key, plan.workers);
+    let mut entries: Vec<Entry> = slots.into_iter().map(Slot::finish).collect();
+    // Rows keep their natural order: the Python peers, then gilpool.
+    entries.sort_by_key(|e| matches!(e.source, Source::Gilpool(_)));
+    Ok(WorkloadRun {
+        workload: wl,
+        tasks,
+        entries,
+        paired,
+        baselines,
+    })
+}
+
+/// gilpool with all workers against the ceiling and the best
+/// `multiprocessing.Pool` of each round.
+fn paired_ratios(slots: &[Slot], gilpool_key: &str, workers: usize) -> Vec<Paired> {
+    let by_key = |key: &str| {
+        slots
+            .iter()
+            .find(|s| s.entry.key == key && s.failed.is_none() && s.runner.is_some())
+    };
+    let Some(g) = by_key(gilpool_key) else {
+        return Vec::new();
+    };
+    let rounds = g.times.len();
+    let at = |s: Option<&Slot>, r: usize| s.and_then(|s| s.times.get(r).copied().flatten());
+    let ratio = |peer: &dyn Fn(usize) -> Option<f64>| -> Vec<f64> {
+        (0..rounds)
+            .filter_map(|r| Some(peer(r)? / at(Some(g), r)?))
+            .collect()
+    };
+    let ceiling = by_key("ceiling");
+    let pools: Vec<&Slot> = ["mp_pool_default", "mp_pool_chunk1"]
+        .iter()
+        .filter_map(|k| by_key(k))
+        .collect();
+    let mut out = Vec::new();
+    if ceiling.is_some() {
+        out.push(Paired {
+            what: format!("gilpool SubInterpreters x{workers} vs the {workers}-process ceiling"),
+            ratios: ratio(&|r| at(ceiling, r)),
+        });
+    }
+    if !pools.is_empty() {
+        out.push(Paired {
+            what: format!(
+                "gilpool SubInterpreters x{workers} vs the round's best multiprocessing.Pool"
+            ),
+            ratios: ratio(&|r| pools.iter().filter_map(|p| at(Some(p), r)).reduce(f64::min)),
+        });
+    }
+    out.retain(|p| !p.ratios.is_empty());
+    out
+}
+
 // ---------------------------------------------------------------------------
 // gilpool, in-process
 
@@ -403,22 +610,35 @@ fn build_engine(
     Ok(engine)
 }
 
-/// Starts an engine per configuration, warms it up, times `runs` map
-/// phases of `tasks` tasks per handler, and shuts it down.
-fn measure_gilpool(
+fn gilpool_key(mode: Mode, workers: usize, batch: usize) -> String {
+    format!("gilpool_{}_x{workers}_b{batch}", mode_key(mode))
+}
+
+/// gilpool's engines (up for every round) and their entries.
+#[derive(Debug)]
+struct GilpoolSide {
+    engines: Vec<Engine>,
+    slots: Vec<Slot>,
+    /// The heavy result seen while warming up.
+    expected: Option<i64>,
+}
+
+/// Starts an engine per configuration and a handler per batch size, each
+/// warmed up off the clock. The engines stay up (idle workers sleep) until
+/// the caller shuts them down after the last round.
+fn start_gilpool(
     plan: &Plan,
     wl: Workload,
     tasks: usize,
-    runs: usize,
     machine: &mut Machine,
-) -> Result<Vec<Entry>, String> {
-    let mut entries = Vec::new();
+) -> Result<GilpoolSide, String> {
+    let mut engines = Vec::new();
+    let mut slots = Vec::new();
+    let mut expected = None;
     for (mode, workers) in configurations(plan.workers) {
         let started = Instant::now();
         let engine = build_engine(plan, mode, workers, machine)?;
-        let mut handlers = Vec::new();
         let mut startup_s = None;
-        let mut expected = None;
         for &batch in wl.batch_sizes() {
             let h = engine
                 .handler("gilpool_workloads", wl.function())
@@ -430,103 +650,34 @@ fn measure_gilpool(
                 Workload::Heavy => 4 * workers,
                 Workload::Trivial => 8 * 64 * workers,
             };
-            let (_, ok, value) = run_map(&h, wl, warm, None)?;
+            let (_, ok, value) = run_map(&h, wl, warm, expected)?;
+            expected = expected.or(value);
             if !ok {
                 return Err(format!(
                     "gilpool {mode} x{workers}: wrong results while warming up"
                 ));
             }
-            expected = expected.or(value);
             // Start-up: build + load + warm-up of the first handler, the same
             // span the Python side reports as startup_s.
-            startup_s.get_or_insert_with(|| started.elapsed().as_secs_f64());
-            handlers.push((batch, h));
-        }
-        for (batch, h) in &handlers {
-            let bar = progress(
-                Some(runs as u64),
-                plan.force_progress,
-                &format!("gilpool {} {mode} x{workers} batch {batch}", wl.name()),
-            );
-            let mut times = Vec::new();
-            let mut verified = true;
-            for _ in 0..runs {
-                let (secs, ok, _) = run_map(h, wl, tasks, expected)?;
-                times.push(secs);
-                verified &= ok;
-                bar.inc(1);
-            }
-            bar.finish_and_clear();
-            let best = times.iter().copied().fold(f64::INFINITY, f64::min);
-            entries.push(Entry {
-                key: format!("gilpool_{}_x{workers}_b{batch}", mode_key(mode)),
+            let startup = *startup_s.get_or_insert_with(|| started.elapsed().as_secs_f64());
+            let entry = Entry {
+                key: gilpool_key(mode, workers, batch),
                 label: format!("gilpool {mode}"),
                 grouping: format!("batch {batch}"),
                 source: Source::Gilpool(mode),
                 workers,
                 tasks,
-                outcome: Outcome::Ran {
-                    seconds: best,
-                    seconds_all: times,
-                    startup_s,
-                    verified,
-                },
-            });
-        }
-        drop(handlers);
-        engine.shutdown();
-    }
-    Ok(entries)
-}
-
-/// Combines the entries of several rounds (same keys, same order): every
-/// round's seconds are kept, the best one counts; a failure in any round
-/// fails the entry.
-fn merge_rounds(rounds: Vec<Vec<Entry>>) -> Vec<Entry> {
-    let mut rounds = rounds.into_iter();
-    let Some(mut merged) = rounds.next() else {
-        return Vec::new();
-    };
-    for round in rounds {
-        for e in round {
-            let Some(m) = merged.iter_mut().find(|m| m.key == e.key) else {
-                merged.push(e);
-                continue;
+                outcome: Outcome::Skipped(String::new()),
             };
-            m.outcome = match (
-                std::mem::replace(&mut m.outcome, Outcome::Skipped(String::new())),
-                e.outcome,
-            ) {
-                (Outcome::Failed(why), _) | (_, Outcome::Failed(why)) => Outcome::Failed(why),
-                (
-                    Outcome::Ran {
-                        seconds,
-                        mut seconds_all,
-                        startup_s,
-                        verified,
-                    },
-                    Outcome::Ran {
-                        seconds: s2,
-                        seconds_all: all2,
-                        verified: v2,
-                        ..
-                    },
-                ) => {
-                    seconds_all.extend(all2);
-                    Outcome::Ran {
-                        seconds: seconds.min(s2),
-                        seconds_all,
-                        startup_s,
-                        verified: verified && v2,
-                    }
-                }
-                (ran @ Outcome::Ran { .. }, Outcome::Skipped(_)) | (Outcome::Skipped(_), ran) => {
-                    ran
-                }
-            };
+            slots.push(Slot::new(entry, Some(Runner::Gilpool(h)), Some(startup)));
         }
+        engines.push(engine);
     }
-    merged
+    Ok(GilpoolSide {
+        engines,
+        slots,
+        expected,
+    })
 }
 
 fn mode_key(mode: Mode) -> &'static str {
@@ -574,136 +725,211 @@ fn run_map(
 }
 
 // ---------------------------------------------------------------------------
-// Python-side baselines, in a child process
+// Python-side baselines: one `gilpool_baselines.py --serve` child per workload
 
-fn run_baselines(
-    plan: &Plan,
-    executable: &str,
-    wl: Workload,
+/// The baselines script in serve mode: every peer started once, then one
+/// timed run per `run NAME` line.
+#[derive(Debug)]
+struct Baselines {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    stdout: BufReader<std::process::ChildStdout>,
+    /// The first line: the run's header and each entry's start-up.
+    ready: Json,
+    /// Every answer, in order (kept for `--json`).
+    answers: Vec<Json>,
     tasks: usize,
-) -> Result<Json, String> {
-    let script = plan.dir.join("gilpool_baselines.py");
-    let out = Command::new(executable)
-        .arg(&script)
-        .args(["--workload", wl.name()])
-        .args(["--tasks", &tasks.to_string()])
-        .args(["--workers", &plan.workers.to_string()])
-        .args(["--repeat", "1"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot start {executable}: {e}"))?;
-    // Exit 1 means an entry failed; the JSON still describes it.
-    match out.status.code() {
-        Some(0) | Some(1) => {}
-        _ => {
-            return Err(format!(
-                "{} {} exited with {}",
-                executable,
-                script.display(),
-                out.status
-            ))
-        }
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .unwrap_or("");
-    serde_json::from_str(line)
-        .map_err(|e| format!("cannot parse the baselines' JSON ({e}): {}", text.trim()))
 }
 
-fn parse_baselines(raw: &Json) -> Result<Vec<Entry>, String> {
-    let list = raw["entries"]
-        .as_array()
-        .ok_or("the baselines' JSON has no \"entries\" list")?;
-    let tasks_all = raw["tasks"].as_u64().unwrap_or(0) as usize;
-    let workers_all = raw["workers"].as_u64().unwrap_or(1) as usize;
-    let mut out = Vec::new();
-    for e in list {
-        let name = e["name"].as_str().unwrap_or("?").to_string();
-        let chunk = e["chunksize"].as_u64();
-        let module = e["module"].as_str().unwrap_or("_interpreters");
-        let (source, label, grouping) = match name.as_str() {
-            "sequential" => (
-                Source::Sequential,
-                "sequential Python".to_string(),
-                String::new(),
-            ),
-            "threads" => (
-                Source::Threads,
-                "threads (ThreadPoolExecutor)".to_string(),
-                String::new(),
-            ),
-            "mp_pool_default" => (
-                Source::ProcessPool,
-                "multiprocessing.Pool.map".to_string(),
-                chunk.map_or("default chunks".into(), |c| format!("chunk {c} (default)")),
-            ),
-            "mp_pool_chunk1" => (
-                Source::ProcessPool,
-                "multiprocessing.Pool.map".to_string(),
-                "chunk 1".into(),
-            ),
-            "ppe_chunk1" => (
-                Source::ProcessPool,
-                "ProcessPoolExecutor.map".to_string(),
-                "chunk 1".into(),
-            ),
-            "ppe_tuned" => (
-                Source::ProcessPool,
-                "ProcessPoolExecutor.map".to_string(),
-                chunk.map_or("tuned chunks".into(), |c| format!("chunk {c} (tuned)")),
-            ),
-            "interpreters" => (
-                Source::Interpreters,
-                module.to_string(),
-                "one exec per share".into(),
-            ),
-            "interpreters_per_task" => (
-                Source::Interpreters,
-                module.to_string(),
-                "one exec per task".into(),
-            ),
-            "ceiling" => (
-                Source::Ceiling,
-                "ceiling: independent processes".to_string(),
-                String::new(),
-            ),
-            other => (Source::Threads, other.to_string(), String::new()),
+impl Baselines {
+    fn start(
+        plan: &Plan,
+        executable: &str,
+        wl: Workload,
+        tasks: usize,
+    ) -> Result<Baselines, String> {
+        let script = plan.dir.join("gilpool_baselines.py");
+        let mut child = Command::new(executable)
+            .arg(&script)
+            .arg("--serve")
+            .args(["--workload", wl.name()])
+            .args(["--tasks", &tasks.to_string()])
+            .args(["--workers", &plan.workers.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start {executable}: {e}"))?;
+        let stdin = child
+            .stdin
+            .take()
+            .ok_or("the baselines' stdin is missing")?;
+        let stdout = BufReader::new(
+            child
+                .stdout
+                .take()
+                .ok_or("the baselines' stdout is missing")?,
+        );
+        let mut me = Baselines {
+            child,
+            stdin,
+            stdout,
+            ready: Json::Null,
+            answers: Vec::new(),
+            tasks,
         };
-        let outcome = if let Some(why) = e["skipped"].as_str() {
-            Outcome::Skipped(why.to_string())
-        } else if let Some(err) = e["error"].as_str() {
-            Outcome::Failed(err.to_string())
+        me.ready = me.read_line().map_err(|e| {
+            format!(
+                "{executable} {} --serve did not start: {e}",
+                script.display()
+            )
+        })?;
+        if !me.ready["ready"].is_array() {
+            return Err(format!(
+                "the baselines' first line has no \"ready\" list: {}",
+                me.ready
+            ));
+        }
+        Ok(me)
+    }
+
+    fn read_line(&mut self) -> Result<Json, String> {
+        let mut line = String::new();
+        let n = self
+            .stdout
+            .read_line(&mut line)
+            .map_err(|e| format!("cannot read from the baselines: {e}"))?;
+        if n == 0 {
+            let status = self
+                .child
+                .wait()
+                .map_or("unknown".into(), |s| s.to_string());
+            return Err(format!("the baselines process ended ({status})"));
+        }
+        serde_json::from_str(&line)
+            .map_err(|e| format!("cannot parse the baselines' answer ({e}): {}", line.trim()))
+    }
+
+    /// One slot per entry the script reported, started or not.
+    fn slots(&self) -> Result<Vec<Slot>, String> {
+        let workers_all = self.ready["workers"].as_u64().unwrap_or(1) as usize;
+        let mut out = Vec::new();
+        for e in self.ready["ready"].as_array().into_iter().flatten() {
+            let name = e["name"]
+                .as_str()
+                .ok_or_else(|| format!("a baselines entry without a name: {e}"))?
+                .to_string();
+            let (source, label, grouping) =
+                python_entry_meta(&name, e["chunksize"].as_u64(), e["module"].as_str());
+            let (outcome, runner) = if let Some(why) = e["skipped"].as_str() {
+                (Outcome::Skipped(why.to_string()), None)
+            } else if let Some(err) = e["error"].as_str() {
+                (Outcome::Failed(err.to_string()), None)
+            } else {
+                (
+                    Outcome::Skipped(String::new()),
+                    Some(Runner::Python(name.clone())),
+                )
+            };
+            let entry = Entry {
+                key: name,
+                label,
+                grouping,
+                source,
+                workers: e["workers"].as_u64().map_or(workers_all, |w| w as usize),
+                tasks: self.tasks,
+                outcome,
+            };
+            out.push(Slot::new(entry, runner, e["startup_s"].as_f64()));
+        }
+        Ok(out)
+    }
+
+    /// Times one run of `name`: `Ok(Ok((seconds, verified)))`, or
+    /// `Ok(Err(why))` when that entry failed (the others go on).
+    fn run(&mut self, name: &str) -> Result<Result<(f64, bool), String>, String> {
+        writeln!(self.stdin, "run {name}")
+            .and_then(|()| self.stdin.flush())
+            .map_err(|e| format!("cannot write to the baselines: {e}"))?;
+        let answer = self.read_line()?;
+        if answer["name"].as_str() != Some(name) {
+            return Err(format!("asked the baselines for {name}, got {answer}"));
+        }
+        let result = if let Some(err) = answer["error"].as_str() {
+            Err(err.to_string())
         } else {
-            let seconds = e["seconds"]
-                .as_f64()
-                .ok_or_else(|| format!("entry {name} has no seconds"))?;
-            Outcome::Ran {
-                seconds,
-                seconds_all: e["seconds_all"]
-                    .as_array()
-                    .map(|a| a.iter().filter_map(Json::as_f64).collect())
-                    .unwrap_or_default(),
-                startup_s: e["startup_s"].as_f64(),
-                verified: e["verified"].as_bool().unwrap_or(false),
+            match answer["seconds"].as_f64() {
+                Some(s) => Ok((s, answer["verified"].as_bool().unwrap_or(false))),
+                None => Err(format!("no seconds in {answer}")),
             }
         };
-        out.push(Entry {
-            key: name,
-            label,
-            grouping,
-            source,
-            workers: e["workers"].as_u64().map_or(workers_all, |w| w as usize),
-            tasks: e["tasks"].as_u64().map_or(tasks_all, |t| t as usize),
-            outcome,
-        });
+        self.answers.push(answer);
+        Ok(result)
     }
-    Ok(out)
+
+    /// Closes every peer; returns everything the script said.
+    fn finish(mut self) -> Json {
+        let _ = writeln!(self.stdin, "quit").and_then(|()| self.stdin.flush());
+        let _ = self.child.wait();
+        json!({ "ready": self.ready, "runs": self.answers })
+    }
+}
+
+/// Row label, grouping and colour of a Python-side entry.
+fn python_entry_meta(
+    name: &str,
+    chunk: Option<u64>,
+    module: Option<&str>,
+) -> (Source, String, String) {
+    let module = module.unwrap_or("_interpreters");
+    let (source, label, grouping) = match name {
+        "sequential" => (Source::Sequential, "sequential Python", String::new()),
+        "threads" => (
+            Source::Threads,
+            "threads (ThreadPoolExecutor)",
+            String::new(),
+        ),
+        "mp_pool_default" => (
+            Source::ProcessPool,
+            "multiprocessing.Pool.map",
+            chunk.map_or("default chunks".into(), |c| format!("chunk {c} (default)")),
+        ),
+        "mp_pool_chunk1" => (
+            Source::ProcessPool,
+            "multiprocessing.Pool.map",
+            "chunk 1".into(),
+        ),
+        "ppe_chunk1" => (
+            Source::ProcessPool,
+            "ProcessPoolExecutor.map",
+            "chunk 1".into(),
+        ),
+        "ppe_tuned" => (
+            Source::ProcessPool,
+            "ProcessPoolExecutor.map",
+            chunk.map_or("tuned chunks".into(), |c| format!("chunk {c} (tuned)")),
+        ),
+        "interpreters" => (Source::Interpreters, module, "one exec per share".into()),
+        "interpreters_per_task" => (Source::Interpreters, module, "one exec per task".into()),
+        "ceiling" => (
+            Source::Ceiling,
+            "ceiling: independent processes",
+            String::new(),
+        ),
+        other => (Source::Threads, other, String::new()),
+    };
+    (source, label.to_string(), grouping)
+}
+
+impl Drop for Baselines {
+    fn drop(&mut self) {
+        // Reached without `finish` only on an error path: do not leave the
+        // peers (and their pools) running.
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -981,6 +1207,25 @@ fn print_report(plan: &Plan, m: &Machine, runs: &[WorkloadRun], latency: &[Laten
                 ),
             }
         }
+        if !run.paired.is_empty() {
+            println!();
+            println!(
+                "Paired rounds: in every round these entries ran back to back; ratio = the peer's seconds / gilpool's seconds in that round (above 1: gilpool faster)."
+            );
+            println!();
+            println!("| comparison | median | min | max | rounds |");
+            println!("|---|--:|--:|--:|--:|");
+            for p in &run.paired {
+                println!(
+                    "| {} | {} | {} | {} | {} |",
+                    p.what,
+                    fmt_opt(p.median(), 3),
+                    fmt_opt(p.min(), 3),
+                    fmt_opt(p.max(), 3),
+                    p.ratios.len()
+                );
+            }
+        }
     }
     if !runs.is_empty() {
         println!();
@@ -1044,33 +1289,33 @@ fn checks(plan: &Plan, runs: &[WorkloadRun], latency: &[Latency]) -> Vec<Check> 
         let sub = sub_all(run);
         let tps = sub.as_ref().and_then(Entry::tasks_per_s);
         let ceil = run.ceiling_tps();
-        let ratio = tps.zip(ceil).map(|(a, b)| a / b);
-        out.push(Check {
-            target: format!("heavy: SubInterpreters x{n} >= 0.9 of the {n}-process ceiling"),
-            measured: match (tps, ceil) {
-                (Some(a), Some(b)) => format!("{:.0} / {:.0} tasks/s = {:.3}", a, b, a / b),
-                _ => "not measured".into(),
+        let paired = |prefix: &str| run.paired.iter().find(|p| p.what.contains(prefix));
+        out.push(paired_check(
+            format!("heavy: SubInterpreters x{n} >= 0.9 of the {n}-process ceiling"),
+            0.9,
+            paired("ceiling"),
+            match (tps, ceil) {
+                (Some(a), Some(b)) => Some((format!("{a:.0} / {b:.0} tasks/s"), a / b)),
+                _ => None,
             },
-            met: ratio.map(|r| r >= 0.9),
-        });
+        ));
         let best_pool = run
             .entries
             .iter()
             .filter(|e| e.key.starts_with("mp_pool"))
             .filter_map(|e| e.tasks_per_s().map(|t| (t, e.short_label())))
             .max_by(|a, b| a.0.partial_cmp(&b.0).unwrap_or(std::cmp::Ordering::Equal));
-        out.push(Check {
-            target: format!("heavy: SubInterpreters x{n} >= 1.0x the best multiprocessing.Pool"),
-            measured: match (tps, &best_pool) {
+        out.push(paired_check(
+            format!("heavy: SubInterpreters x{n} >= 1.0x the best multiprocessing.Pool"),
+            1.0,
+            paired("multiprocessing.Pool"),
+            match (tps, &best_pool) {
                 (Some(a), Some((b, name))) => {
-                    format!("{a:.0} / {b:.0} tasks/s ({name}) = {:.3}", a / b)
+                    Some((format!("{a:.0} / {b:.0} tasks/s ({name})"), a / b))
                 }
-                _ => "not measured".into(),
+                _ => None,
             },
-            met: tps
-                .zip(best_pool.as_ref().map(|b| b.0))
-                .map(|(a, b)| a / b >= 1.0),
-        });
+        ));
     }
     if let Some(run) = runs.iter().find(|r| r.workload == Workload::Trivial) {
         let sub = sub_all(run);
@@ -1166,6 +1411,38 @@ fn checks(plan: &Plan, runs: &[WorkloadRun], latency: &[Latency]) -> Vec<Check> 
     out
 }
 
+/// A ratio target judged on the paired rounds' median, with the
+/// best-of-rounds ratio from the table beside it (`best`: its text and
+/// value; the verdict falls back to it when no paired ratios exist).
+fn paired_check(
+    target: String,
+    at_least: f64,
+    paired: Option<&Paired>,
+    best: Option<(String, f64)>,
+) -> Check {
+    let best_text = best
+        .as_ref()
+        .map(|(text, r)| format!("best of rounds: {text} = {r:.3}"));
+    match paired.and_then(|p| Some((p, p.median()?))) {
+        Some((p, median)) => Check {
+            target,
+            measured: format!(
+                "paired median {median:.3} (min {}, max {}, {} rounds){}",
+                fmt_opt(p.min(), 3),
+                fmt_opt(p.max(), 3),
+                p.ratios.len(),
+                best_text.map_or(String::new(), |t| format!("; {t}"))
+            ),
+            met: Some(median >= at_least),
+        },
+        None => Check {
+            target,
+            measured: best_text.unwrap_or_else(|| "not measured".into()),
+            met: best.map(|(_, r)| r >= at_least),
+        },
+    }
+}
+
 fn print_checks(checks: &[Check]) {
     if checks.is_empty() {
         return;
@@ -1233,6 +1510,11 @@ fn report_json(
                 "function": format!("gilpool_workloads.{}", run.workload.function()),
                 "tasks": run.tasks,
                 "entries": entries,
+                "paired": run.paired.iter().map(|p| json!({
+                    "comparison": p.what,
+                    "ratios_peer_s_over_gilpool_s": p.ratios,
+                    "median": p.median(), "min": p.min(), "max": p.max(),
+                })).collect::<Vec<_>>(),
                 "baselines_raw": run.baselines,
             })
         })

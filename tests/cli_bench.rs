@@ -1,0 +1,140 @@
+//! `gilpool bench` end to end, on a small trivial workload: every peer of
+//! the Python side runs through the baselines' serve mode, gilpool's rows
+//! run in the same rounds, and the report (stdout, JSON, SVG) holds every
+//! round's figure, the paired comparisons and the targets.
+
+use serde_json::Value as Json;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn gilpool() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gilpool"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+    cmd
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gilpool-cli-bench-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn entries(report: &Json) -> &Vec<Json> {
+    report["workloads"][0]["entries"].as_array().unwrap()
+}
+
+fn entry<'a>(report: &'a Json, key: &str) -> &'a Json {
+    entries(report)
+        .iter()
+        .find(|e| e["key"] == key)
+        .unwrap_or_else(|| panic!("no entry {key} in {report:#}"))
+}
+
+#[test]
+fn bench_runs_every_peer_in_interleaved_rounds() {
+    let dir = scratch("full");
+    let (chart, json) = (dir.join("chart.svg"), dir.join("bench.json"));
+    let out = gilpool()
+        .args(["bench", "--workload", "trivial", "--tasks-trivial", "400"])
+        .args([
+            "--workers",
+            "2",
+            "--repeat",
+            "2",
+            "--latency-samples",
+            "300",
+        ])
+        .arg("--chart")
+        .arg(&chart)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let report: Json = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["repeat"], 2);
+
+    // Every Python peer ran both rounds with right results, or says why not.
+    for key in [
+        "sequential",
+        "threads",
+        "mp_pool_default",
+        "mp_pool_chunk1",
+        "ppe_chunk1",
+        "ppe_tuned",
+        "interpreters",
+        "interpreters_per_task",
+        "ceiling",
+    ] {
+        let e = entry(&report, key);
+        if e.get("skipped").is_some() {
+            assert!(key.starts_with("interpreters"), "{key} skipped: {e}");
+            continue;
+        }
+        assert_eq!(e["verified"], true, "{key}: {e}");
+        assert_eq!(e["seconds_all"].as_array().unwrap().len(), 2, "{key}: {e}");
+        assert_eq!(e["tasks"], 400, "{key}: {e}");
+    }
+    // gilpool's rows: batch 64 and 1 of every configuration, both rounds.
+    let ours: Vec<&Json> = entries(&report)
+        .iter()
+        .filter(|e| e["key"].as_str().unwrap().starts_with("gilpool_"))
+        .collect();
+    assert!(ours.len() >= 4, "{ours:?}");
+    for e in &ours {
+        assert_eq!(e["verified"], true, "{e}");
+        assert_eq!(e["seconds_all"].as_array().unwrap().len(), 2, "{e}");
+        let best = e["seconds"].as_f64().unwrap();
+        let all: Vec<f64> = e["seconds_all"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_f64().unwrap())
+            .collect();
+        assert_eq!(best, all.iter().copied().fold(f64::INFINITY, f64::min));
+    }
+    // Paired rounds: gilpool with both workers against the ceiling and the
+    // pools, one ratio per round (only where subinterpreters exist).
+    let paired = report["workloads"][0]["paired"].as_array().unwrap();
+    let sub = ours.iter().any(|e| e["key"] == "gilpool_sub_x2_b64");
+    if sub {
+        assert_eq!(paired.len(), 2, "{paired:?}");
+        for p in paired {
+            let ratios = p["ratios_peer_s_over_gilpool_s"].as_array().unwrap();
+            assert_eq!(ratios.len(), 2, "{p}");
+            assert!(ratios.iter().all(|r| r.as_f64().unwrap() > 0.0), "{p}");
+        }
+        assert!(stdout.contains("Paired rounds"), "{stdout}");
+    } else {
+        assert!(paired.is_empty(), "{paired:?}");
+    }
+    // The raw answers of the serve mode are kept.
+    let raw = &report["workloads"][0]["baselines_raw"];
+    assert!(raw["ready"]["ready"].is_array(), "{raw}");
+    assert!(!raw["runs"].as_array().unwrap().is_empty(), "{raw}");
+    // Targets and chart.
+    assert!(stdout.contains("## targets (this run)"), "{stdout}");
+    assert!(!report["targets"].as_array().unwrap().is_empty());
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "{svg}");
+    assert!(svg.contains("ceiling"), "chart without the ceiling row");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_rejects_zero_rounds_with_usage_error() {
+    let out = gilpool()
+        .args(["bench", "--repeat", "0", "--chart"])
+        .arg(Path::new("/nonexistent/never-written.svg"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--repeat"), "{stderr}");
+}
