@@ -36,14 +36,8 @@ fn bench_runs_every_peer_in_interleaved_rounds() {
     let (chart, json) = (dir.join("chart.svg"), dir.join("bench.json"));
     let out = gilpool()
         .args(["bench", "--workload", "trivial", "--tasks-trivial", "400"])
-        .args([
-            "--workers",
-            "2",
-            "--repeat",
-            "2",
-            "--latency-samples",
-            "300",
-        ])
+        .args(["--workers", "2", "--repeat", "2", "--paired", "2"])
+        .args(["--latency-samples", "300"])
         .arg("--chart")
         .arg(&chart)
         .arg("--json")
@@ -59,6 +53,22 @@ fn bench_runs_every_peer_in_interleaved_rounds() {
     );
     let report: Json = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["repeat"], 2);
+    assert_eq!(report["paired_passes_per_round"], 2);
+    // Runs per entry: one a round, two a round for the paired group.
+    let runs = |key: &str| {
+        if [
+            "ceiling",
+            "mp_pool_default",
+            "mp_pool_chunk1",
+            "gilpool_sub_x2_b64",
+        ]
+        .contains(&key)
+        {
+            4
+        } else {
+            2
+        }
+    };
 
     // Every Python peer ran both rounds with right results, or says why not.
     for key in [
@@ -78,7 +88,11 @@ fn bench_runs_every_peer_in_interleaved_rounds() {
             continue;
         }
         assert_eq!(e["verified"], true, "{key}: {e}");
-        assert_eq!(e["seconds_all"].as_array().unwrap().len(), 2, "{key}: {e}");
+        assert_eq!(
+            e["seconds_all"].as_array().unwrap().len(),
+            runs(key),
+            "{key}: {e}"
+        );
         assert_eq!(e["tasks"], 400, "{key}: {e}");
     }
     // gilpool's rows: batch 64 and 1 of every configuration, both rounds.
@@ -89,7 +103,8 @@ fn bench_runs_every_peer_in_interleaved_rounds() {
     assert!(ours.len() >= 4, "{ours:?}");
     for e in &ours {
         assert_eq!(e["verified"], true, "{e}");
-        assert_eq!(e["seconds_all"].as_array().unwrap().len(), 2, "{e}");
+        let key = e["key"].as_str().unwrap();
+        assert_eq!(e["seconds_all"].as_array().unwrap().len(), runs(key), "{e}");
         let best = e["seconds"].as_f64().unwrap();
         let all: Vec<f64> = e["seconds_all"]
             .as_array()
@@ -99,18 +114,24 @@ fn bench_runs_every_peer_in_interleaved_rounds() {
             .collect();
         assert_eq!(best, all.iter().copied().fold(f64::INFINITY, f64::min));
     }
-    // Paired rounds: gilpool with both workers against the ceiling and the
-    // pools, one ratio per round (only where subinterpreters exist).
+    // Paired runs: gilpool with both workers against the ceiling and the
+    // pools, one ratio per pass (only where subinterpreters exist).
     let paired = report["workloads"][0]["paired"].as_array().unwrap();
     let sub = ours.iter().any(|e| e["key"] == "gilpool_sub_x2_b64");
     if sub {
         assert_eq!(paired.len(), 2, "{paired:?}");
         for p in paired {
             let ratios = p["ratios_peer_s_over_gilpool_s"].as_array().unwrap();
-            assert_eq!(ratios.len(), 2, "{p}");
+            assert_eq!(ratios.len(), 4, "{p}");
+            let (q1, median, q3) = (
+                p["q1"].as_f64().unwrap(),
+                p["median"].as_f64().unwrap(),
+                p["q3"].as_f64().unwrap(),
+            );
+            assert!(q1 <= median && median <= q3, "{p}");
             assert!(ratios.iter().all(|r| r.as_f64().unwrap() > 0.0), "{p}");
         }
-        assert!(stdout.contains("Paired rounds"), "{stdout}");
+        assert!(stdout.contains("Paired runs"), "{stdout}");
     } else {
         assert!(paired.is_empty(), "{paired:?}");
     }

@@ -65,6 +65,11 @@ pub(crate) struct BenchArgs {
     /// best round; the paired comparisons use every round.
     #[arg(long, default_value_t = 5)]
     repeat: usize,
+    /// Times the paired group (gilpool with all workers, the ceiling, the
+    /// `multiprocessing.Pool` entries) runs back to back in every round:
+    /// each pass gives one paired ratio per comparison.
+    #[arg(long, default_value_t = 3)]
+    paired: usize,
     /// Individually timed calls per latency measurement (0 skips the
     /// latency section).
     #[arg(long, default_value_t = 20000)]
@@ -243,6 +248,7 @@ struct Machine {
 struct Plan {
     workers: usize,
     repeat: usize,
+    paired: usize,
     dir: PathBuf,
     force_progress: bool,
 }
@@ -251,14 +257,21 @@ fn run(args: BenchArgs) -> Result<bool, String> {
     let workers = args
         .workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if workers == 0 || args.repeat == 0 || args.tasks_heavy == 0 || args.tasks_trivial == 0 {
+    if workers == 0
+        || args.repeat == 0
+        || args.paired == 0
+        || args.tasks_heavy == 0
+        || args.tasks_trivial == 0
+    {
         return Err(
-            "--workers, --repeat, --tasks-heavy and --tasks-trivial must be at least 1".into(),
+            "--workers, --repeat, --paired, --tasks-heavy and --tasks-trivial must be at least 1"
+                .into(),
         );
     }
     let plan = Plan {
         workers,
         repeat: args.repeat,
+        paired: args.paired,
         dir: workloads_dir(),
         force_progress: args.progress,
     };
@@ -410,14 +423,16 @@ struct Paired {
 
 impl Paired {
     fn median(&self) -> Option<f64> {
+        self.quantile(0.5)
+    }
+    /// The `q` quantile (0..=1) by linear interpolation.
+    fn quantile(&self, q: f64) -> Option<f64> {
         let mut v = self.ratios.clone();
         v.sort_by(f64::total_cmp);
-        let n = v.len();
-        match n {
-            0 => None,
-            _ if n % 2 == 1 => Some(v[n / 2]),
-            _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
-        }
+        let last = v.len().checked_sub(1)?;
+        let pos = q.clamp(0.0, 1.0) * last as f64;
+        let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+        Some(v[lo] + (v[hi] - v[lo]) * (pos - lo as f64))
     }
     fn min(&self) -> Option<f64> {
         self.ratios.iter().copied().reduce(f64::min)
@@ -465,22 +480,24 @@ fn measure_workload(
     let in_group = |s: &Slot| s.entry.key == paired_key || PAIRED_PEERS.contains(&&*s.entry.key);
     let (group, others): (Vec<usize>, Vec<usize>) =
         (0..slots.len()).partition(|&i| in_group(&slots[i]));
-    let runnable = slots.iter().filter(|s| s.runner.is_some()).count();
+    let runs =
+        |set: &[usize], slots: &[Slot]| set.iter().filter(|&&i| slots[i].runner.is_some()).count();
     let bar = progress(
-        Some((plan.repeat * runnable) as u64),
+        Some((plan.repeat * (runs(&others, &slots) + plan.paired * runs(&group, &slots))) as u64),
         plan.force_progress,
         &format!("{} rounds", wl.name()),
     );
+    let rotated = |v: &[usize], k: usize| -> Vec<usize> {
+        let mut v = v.to_vec();
+        if !v.is_empty() {
+            let k = k % v.len();
+            v.rotate_left(k);
+        }
+        v
+    };
     for round in 0..plan.repeat {
-        let rotate = |v: &[usize]| -> Vec<usize> {
-            let mut v = v.to_vec();
-            if !v.is_empty() {
-                let k = round % v.len();
-                v.rotate_left(k);
-            }
-            v
-        };
-        for i in rotate(&others).into_iter().chain(rotate(&group)) {
+        let passes = (0..plan.paired).flat_map(|pass| rotated(&group, round * plan.paired + pass));
+        for i in rotated(&others, round).into_iter().chain(passes) {
             let slot = &mut slots[i];
             let secs = match (&slot.runner, &slot.failed) {
                 (Some(_), Some(_)) | (None, _) => None,
@@ -1139,8 +1156,8 @@ fn print_report(plan: &Plan, m: &Machine, runs: &[WorkloadRun], latency: &[Laten
     println!("- Python {} ({})", m.python, m.executable);
     println!("- {} CPUs: {}", m.cpus, m.cpu_model);
     println!(
-        "- workers {}, best of {} interleaved rounds (one timed run per entry per round); total {:.0} s",
-        plan.workers, plan.repeat, total_s
+        "- workers {}, {} interleaved rounds: one timed run per entry per round, {} for the paired group (gilpool x{}, ceiling, multiprocessing.Pool); tables show the best run; total {:.0} s",
+        plan.workers, plan.repeat, plan.paired, plan.workers, total_s
     );
     println!(
         "- load average (1/5/15 min) before: {}; after: {}",
@@ -1210,16 +1227,19 @@ fn print_report(plan: &Plan, m: &Machine, runs: &[WorkloadRun], latency: &[Laten
         if !run.paired.is_empty() {
             println!();
             println!(
-                "Paired rounds: in every round these entries ran back to back; ratio = the peer's seconds / gilpool's seconds in that round (above 1: gilpool faster)."
+                "Paired runs: in every round these entries ran back to back, {} times over; ratio = the peer's seconds / gilpool's seconds in the same pass (above 1: gilpool faster).",
+                plan.paired
             );
             println!();
-            println!("| comparison | median | min | max | rounds |");
-            println!("|---|--:|--:|--:|--:|");
+            println!("| comparison | median | middle half | min | max | pairs |");
+            println!("|---|--:|--:|--:|--:|--:|");
             for p in &run.paired {
                 println!(
-                    "| {} | {} | {} | {} | {} |",
+                    "| {} | {} | {}–{} | {} | {} | {} |",
                     p.what,
                     fmt_opt(p.median(), 3),
+                    fmt_opt(p.quantile(0.25), 3),
+                    fmt_opt(p.quantile(0.75), 3),
                     fmt_opt(p.min(), 3),
                     fmt_opt(p.max(), 3),
                     p.ratios.len()
@@ -1427,9 +1447,9 @@ fn paired_check(
         Some((p, median)) => Check {
             target,
             measured: format!(
-                "paired median {median:.3} (min {}, max {}, {} rounds){}",
-                fmt_opt(p.min(), 3),
-                fmt_opt(p.max(), 3),
+                "paired median {median:.3} (middle half {}–{}, {} pairs){}",
+                fmt_opt(p.quantile(0.25), 3),
+                fmt_opt(p.quantile(0.75), 3),
                 p.ratios.len(),
                 best_text.map_or(String::new(), |t| format!("; {t}"))
             ),
@@ -1513,7 +1533,8 @@ fn report_json(
                 "paired": run.paired.iter().map(|p| json!({
                     "comparison": p.what,
                     "ratios_peer_s_over_gilpool_s": p.ratios,
-                    "median": p.median(), "min": p.min(), "max": p.max(),
+                    "median": p.median(), "q1": p.quantile(0.25), "q3": p.quantile(0.75),
+                    "min": p.min(), "max": p.max(),
                 })).collect::<Vec<_>>(),
                 "baselines_raw": run.baselines,
             })
@@ -1527,6 +1548,7 @@ fn report_json(
         "cpu_model": m.cpu_model,
         "workers": plan.workers,
         "repeat": plan.repeat,
+        "paired_passes_per_round": plan.paired,
         "loadavg_before": m.load_before,
         "loadavg_after": m.load_after,
         "runtime_start_s": m.runtime_start_s,
