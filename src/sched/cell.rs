@@ -47,21 +47,28 @@ impl<T> CompletionCell<T> {
     }
 
     /// Stores `value` unless a value was already stored; gives it back then.
+    ///
+    /// Blocked waiters are notified after the lock is released: notified
+    /// under it, a waiter wakes only to block again on the mutex, which
+    /// costs two more futex calls and a context switch per result.
     pub(crate) fn complete(&self, value: T) -> Result<(), T> {
-        let waker = {
+        let (waker, notify) = {
             let mut state = self.state.lock().unwrap();
             match &mut state.slot {
                 Slot::Pending(waker) => {
                     let waker = waker.take();
                     state.slot = Slot::Ready(value);
-                    if state.waiters > 0 {
-                        self.ready.notify_all();
-                    }
-                    waker
+                    (waker, state.waiters > 0)
                 }
                 _ => return Err(value),
             }
         };
+        // A waiter counted above is inside `Condvar::wait` (it released the
+        // mutex there atomically), so this reaches it; one that comes later
+        // finds the slot ready under the lock and never blocks.
+        if notify {
+            self.ready.notify_all();
+        }
         if let Some(w) = waker {
             w.wake();
         }

@@ -119,7 +119,10 @@ impl Permits {
         let before = self.used.fetch_sub(1, Ordering::SeqCst);
         debug_assert!(before > 0, "permit released twice");
         if self.waiters.fetch_add(0, Ordering::SeqCst) > 0 {
-            let _guard = self.lock.lock().unwrap();
+            // The lock orders this after a waiter's check (it is in `wait`
+            // or will see the freed permit); notify after the release so
+            // the woken waiter does not block on the mutex again.
+            drop(self.lock.lock().unwrap());
             self.freed.notify_all();
         }
     }
@@ -141,7 +144,7 @@ impl Permits {
     /// Refuses further acquires and wakes blocked acquirers with `Closed`.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        let _guard = self.lock.lock().unwrap();
+        drop(self.lock.lock().unwrap());
         self.freed.notify_all();
     }
 

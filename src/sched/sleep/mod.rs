@@ -50,7 +50,11 @@ impl Sleep {
     pub(crate) fn notify_one(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         if self.any_sleeper() {
-            let _guard = self.lock.lock().unwrap();
+            // Taking the lock orders this after a sleeper's check: it is
+            // either still before it (and sees the new epoch) or inside
+            // `wait`. Notified after the release, the woken sleeper does
+            // not block on the mutex again.
+            drop(self.lock.lock().unwrap());
             self.wake.notify_one();
         }
     }
@@ -60,7 +64,11 @@ impl Sleep {
     pub(crate) fn notify_all(&self) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         if self.any_sleeper() {
-            let _guard = self.lock.lock().unwrap();
+            // Taking the lock orders this after a sleeper's check: it is
+            // either still before it (and sees the new epoch) or inside
+            // `wait`. Notified after the release, the woken sleeper does
+            // not block on the mutex again.
+            drop(self.lock.lock().unwrap());
             self.wake.notify_all();
         }
     }
