@@ -47,6 +47,12 @@ keeps the order below):
                        "go" on stdin, runs, and reports its own elapsed time;
                        ``seconds`` = the slowest child's elapsed (no start-up, no
                        IPC), ``wall_s`` = parent-observed go-to-last-answer time.
+* ``ceiling_sub``      the same W processes, but each runs its share inside an
+                       own-GIL subinterpreter it created (``_interpreters`` /
+                       ``_xxsubinterpreters``), timed inside it.  Against
+                       ``ceiling`` it shows what running in a subinterpreter
+                       costs by itself, with no threads and no dispatch.
+                       Skipped before 3.12.
 
 Serve mode (``--serve``, what ``gilpool bench`` uses): every requested entry
 is started and warmed up once, then stdout gets one line, the header fields of
@@ -128,6 +134,7 @@ ENTRY_NAMES = [
     "interpreters",
     "interpreters_per_task",
     "ceiling",
+    "ceiling_sub",
 ]
 
 NOTE = (
@@ -614,48 +621,91 @@ class Interpreters(Runner):
 # ceiling: independent processes, no IPC inside the timed region
 
 
-def ceiling_child(kind, lo, hi):
-    """Hidden child mode: warm up, say "ready", then for each "go" run the share and report."""
-    fn = W.heavy if kind == "heavy" else W.inc
-    args = share_args(kind, lo, hi)
-    run_share(fn, args[:20])
+CHILD_SUB_RUN = """
+import time as _time
+_t0 = _time.perf_counter()
+_res = _run_share(_f, _args)
+_dump(_out, (len(_res), sum(_res), _time.perf_counter() - _t0))
+"""
+
+
+def ceiling_child(kind, lo, hi, where="main"):
+    """Hidden child mode: warm up, say "ready", then for each "go" run the share and report.
+
+    ``where`` is ``main`` (this interpreter) or ``sub`` (an own-GIL
+    subinterpreter this child creates; the share runs and is timed there).
+    """
     out = sys.stdout
-    out.write("ready\n")
-    out.flush()
-    for line in sys.stdin:
-        cmd = line.strip()
-        if cmd != "go":
-            break
-        t0 = time.perf_counter()
-        res = run_share(fn, args)
-        elapsed = time.perf_counter() - t0
-        out.write(json.dumps({"elapsed": elapsed, "n": len(res), "sum": sum(res)}) + "\n")
+    if where == "sub":
+        api = InterpAPI()
+        iid = api.create()
+        tmpdir = tempfile.mkdtemp(prefix="gilpool_ceiling_sub_")
+        path = os.path.join(tmpdir, "share.marshal")
+        api.run(iid, SUB_SETUP.format(here=HERE, fname="heavy" if kind == "heavy" else "inc", kind=kind))
+        api.run(iid, SUB_PREPARE, {"_kind": kind, "_lo": lo, "_hi": hi, "_out": path})
+
+        def run():
+            api.run(iid, CHILD_SUB_RUN)
+            with open(path, "rb") as fh:
+                return marshal.loads(fh.read())
+    else:
+        fn = W.heavy if kind == "heavy" else W.inc
+        args = share_args(kind, lo, hi)
+        run_share(fn, args[:20])
+
+        def run():
+            t0 = time.perf_counter()
+            res = run_share(fn, args)
+            return len(res), sum(res), time.perf_counter() - t0
+    try:
+        run()  # warm up (the sub-interpreter's set-up already ran 20 calls)
+        out.write("ready\n")
         out.flush()
+        for line in sys.stdin:
+            cmd = line.strip()
+            if cmd != "go":
+                break
+            n, total, elapsed = run()
+            out.write(json.dumps({"elapsed": elapsed, "n": n, "sum": total}) + "\n")
+            out.flush()
+    finally:
+        if where == "sub":
+            api.destroy(iid)
+            if os.path.exists(path):
+                os.unlink(path)
+            os.rmdir(tmpdir)
     return 0
 
 
 class Ceiling(Runner):
     """W independent interpreters in W processes, each timing its own share."""
 
-    name = "ceiling"
-
-    def __init__(self, wl, workers):
-        """No processes yet."""
+    def __init__(self, wl, workers, in_sub=False):
+        """No processes yet. ``in_sub``: each child runs its share in a subinterpreter."""
         Runner.__init__(self, wl, workers)
         self.procs = []
+        self.where = "sub" if in_sub else "main"
+        self.name = "ceiling_sub" if in_sub else "ceiling"
         self.note = (
-            "W independent processes (%s), each runs its share sequentially after 'go'; seconds = slowest "
+            "W independent processes (%s), each runs its share sequentially after 'go'%s; seconds = slowest "
             "child's own elapsed (no start-up, no IPC); wall_s = go-to-last-answer seen by the parent"
-            % os.path.basename(sys.executable))
+            % (os.path.basename(sys.executable),
+               " inside an own-GIL subinterpreter it created" if in_sub else ""))
 
     def start(self):
         """Start W children and wait until each has warmed up."""
+        if self.where == "sub":
+            try:
+                InterpAPI()
+            except ImportError as e:
+                raise Skip(str(e))
         t0 = time.perf_counter()
         for k in range(self.workers):
             lo, hi = self.wl.share(k, self.workers)
             self.procs.append(
                 subprocess.Popen(
-                    [sys.executable, os.path.abspath(__file__), "--ceiling-child", self.wl.kind, str(lo), str(hi)],
+                    [sys.executable, os.path.abspath(__file__), "--ceiling-child", self.wl.kind, str(lo), str(hi),
+                     self.where],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     universal_newlines=True,
@@ -719,6 +769,7 @@ def make_runners(names, wl, workers, ctx):
         "interpreters": lambda: Interpreters(wl, workers, per_task=False),
         "interpreters_per_task": lambda: Interpreters(wl, workers, per_task=True),
         "ceiling": lambda: Ceiling(wl, workers),
+        "ceiling_sub": lambda: Ceiling(wl, workers, in_sub=True),
     }
     return [makers[n]() for n in names]
 
@@ -762,7 +813,7 @@ def parse_args(argv):
                    help="multiprocessing start method (default: the platform default)")
     p.add_argument("--serve", action="store_true",
                    help="start every entry, then time one run per 'run NAME' line on stdin")
-    p.add_argument("--ceiling-child", nargs=3, metavar=("KIND", "LO", "HI"), help=argparse.SUPPRESS)
+    p.add_argument("--ceiling-child", nargs=4, metavar=("KIND", "LO", "HI", "WHERE"), help=argparse.SUPPRESS)
     ns = p.parse_args(argv)
     if ns.ceiling_child:
         return ns
@@ -867,8 +918,8 @@ def main(argv=None):
     """Run the requested entries and print the JSON report."""
     ns = parse_args(sys.argv[1:] if argv is None else argv)
     if ns.ceiling_child:
-        kind, lo, hi = ns.ceiling_child
-        return ceiling_child(kind, int(lo), int(hi))
+        kind, lo, hi, where = ns.ceiling_child
+        return ceiling_child(kind, int(lo), int(hi), where)
 
     t_all = time.perf_counter()
     before = loadavg()

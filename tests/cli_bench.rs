@@ -58,6 +58,7 @@ fn bench_runs_every_peer_in_interleaved_rounds() {
     let runs = |key: &str| {
         if [
             "ceiling",
+            "ceiling_sub",
             "mp_pool_default",
             "mp_pool_chunk1",
             "gilpool_sub_x2_b64",
@@ -81,10 +82,14 @@ fn bench_runs_every_peer_in_interleaved_rounds() {
         "interpreters",
         "interpreters_per_task",
         "ceiling",
+        "ceiling_sub",
     ] {
         let e = entry(&report, key);
         if e.get("skipped").is_some() {
-            assert!(key.starts_with("interpreters"), "{key} skipped: {e}");
+            assert!(
+                key.starts_with("interpreters") || key == "ceiling_sub",
+                "{key} skipped: {e}"
+            );
             continue;
         }
         assert_eq!(e["verified"], true, "{key}: {e}");
@@ -114,12 +119,13 @@ fn bench_runs_every_peer_in_interleaved_rounds() {
             .collect();
         assert_eq!(best, all.iter().copied().fold(f64::INFINITY, f64::min));
     }
-    // Paired runs: gilpool with both workers against the ceiling and the
-    // pools, one ratio per pass (only where subinterpreters exist).
+    // Paired runs: gilpool with both workers against both ceilings and the
+    // pools, and the two ceilings against each other; one ratio per pass
+    // (only where subinterpreters exist).
     let paired = report["workloads"][0]["paired"].as_array().unwrap();
     let sub = ours.iter().any(|e| e["key"] == "gilpool_sub_x2_b64");
     if sub {
-        assert_eq!(paired.len(), 2, "{paired:?}");
+        assert_eq!(paired.len(), 4, "{paired:?}");
         for p in paired {
             let ratios = p["ratios_peer_s_over_gilpool_s"].as_array().unwrap();
             assert_eq!(ratios.len(), 4, "{p}");

@@ -12,7 +12,8 @@
 //! every entry once, so a slow spell of this shared machine hits all
 //! entries alike. Within a round, the entries that the targets compare
 //! (gilpool with all workers, the ceiling, the `multiprocessing.Pool`
-//! entries) run last and back to back, in a rotating order; the ratio of
+//! entries, and the ceiling whose processes each run in a subinterpreter)
+//! run last and back to back, in a rotating order; the ratio of
 //! their seconds in the same round is a *paired* ratio, and the targets
 //! are judged on the median of those. The table shows each entry's best
 //! round. A core speed probe before and after shows how fast the cores ran.
@@ -65,7 +66,7 @@ pub(crate) struct BenchArgs {
     /// best round; the paired comparisons use every round.
     #[arg(long, default_value_t = 5)]
     repeat: usize,
-    /// Times the paired group (gilpool with all workers, the ceiling, the
+    /// Times the paired group (gilpool with all workers, both ceilings, the
     /// `multiprocessing.Pool` entries) runs back to back in every round:
     /// each pass gives one paired ratio per comparison.
     #[arg(long, default_value_t = 3)]
@@ -360,7 +361,12 @@ fn run(args: BenchArgs) -> Result<bool, String> {
 }
 
 /// The Python-side entries that take part in the paired comparisons.
-const PAIRED_PEERS: [&str; 3] = ["ceiling", "mp_pool_default", "mp_pool_chunk1"];
+const PAIRED_PEERS: [&str; 4] = [
+    "ceiling",
+    "ceiling_sub",
+    "mp_pool_default",
+    "mp_pool_chunk1",
+];
 
 /// What times one run of an entry.
 #[derive(Debug)]
@@ -445,7 +451,7 @@ impl Paired {
 /// Starts every entry of one workload (the Python peers in one `--serve`
 /// process, gilpool's engines here), then runs `plan.repeat` rounds. A
 /// round times every entry once: first the others in a rotating order,
-/// then the paired group (gilpool with all workers, the ceiling and the
+/// then the paired group (gilpool with all workers, both ceilings and the
 /// `multiprocessing.Pool` entries) back to back, also rotating, so that
 /// the ratios between them come from adjacent runs.
 fn measure_workload(
@@ -565,6 +571,7 @@ fn paired_ratios(slots: &[Slot], gilpool_key: &str, workers: usize) -> Vec<Paire
             .collect()
     };
     let ceiling = by_key("ceiling");
+    let ceiling_sub = by_key("ceiling_sub");
     let pools: Vec<&Slot> = ["mp_pool_default", "mp_pool_chunk1"]
         .iter()
         .filter_map(|k| by_key(k))
@@ -574,6 +581,25 @@ fn paired_ratios(slots: &[Slot], gilpool_key: &str, workers: usize) -> Vec<Paire
         out.push(Paired {
             what: format!("gilpool SubInterpreters x{workers} vs the {workers}-process ceiling"),
             ratios: ratio(&|r| at(ceiling, r)),
+        });
+    }
+    if ceiling_sub.is_some() {
+        out.push(Paired {
+            what: format!(
+                "gilpool SubInterpreters x{workers} vs {workers} processes each in a subinterpreter"
+            ),
+            ratios: ratio(&|r| at(ceiling_sub, r)),
+        });
+    }
+    if ceiling.is_some() && ceiling_sub.is_some() {
+        // Not gilpool at all: what a subinterpreter costs by itself here.
+        out.push(Paired {
+            what: format!(
+                "no gilpool: {workers} plain processes vs {workers} processes each in a subinterpreter (above 1: the subinterpreter faster)"
+            ),
+            ratios: (0..rounds)
+                .filter_map(|r| Some(at(ceiling, r)? / at(ceiling_sub, r)?))
+                .collect(),
         });
     }
     if !pools.is_empty() {
@@ -933,6 +959,11 @@ fn python_entry_meta(
             "ceiling: independent processes",
             String::new(),
         ),
+        "ceiling_sub" => (
+            Source::Interpreters,
+            "ceiling: independent processes",
+            "each in a subinterpreter".into(),
+        ),
         other => (Source::Threads, other, String::new()),
     };
     (source, label.to_string(), grouping)
@@ -1156,7 +1187,7 @@ fn print_report(plan: &Plan, m: &Machine, runs: &[WorkloadRun], latency: &[Laten
     println!("- Python {} ({})", m.python, m.executable);
     println!("- {} CPUs: {}", m.cpus, m.cpu_model);
     println!(
-        "- workers {}, {} interleaved rounds: one timed run per entry per round, {} for the paired group (gilpool x{}, ceiling, multiprocessing.Pool); tables show the best run; total {:.0} s",
+        "- workers {}, {} interleaved rounds: one timed run per entry per round, {} for the paired group (gilpool x{}, both ceilings, multiprocessing.Pool); tables show the best run; total {:.0} s",
         plan.workers, plan.repeat, plan.paired, plan.workers, total_s
     );
     println!(
