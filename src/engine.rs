@@ -1,7 +1,7 @@
 //! `Engine`: the Python runtime, the lanes of workers, and their handlers.
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::handler::{Handler, HandlerCore, HandlerOptions};
+use crate::handler::{Handler, HandlerCore, HandlerOptions, MapChunks};
 use crate::lane::{Lane, LaneKind};
 use crate::sched::pool::Pool;
 use crate::worker::{self, WorkerSetup};
@@ -370,6 +370,7 @@ impl Engine {
                 max_batch_delay: None,
                 max_in_flight: 8192,
                 vectorized: false,
+                map_chunks: MapChunks::Guided,
             },
         }
     }
@@ -430,6 +431,12 @@ impl HandlerBuilder<'_> {
     /// Bound on submitted-but-unfinished tasks (default 8192).
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.options.max_in_flight = n;
+        self
+    }
+    /// How [`Handler::map`](crate::Handler::map) groups inputs into tasks
+    /// (default [`MapChunks::Guided`]).
+    pub fn map_chunks(mut self, chunks: MapChunks) -> Self {
+        self.options.map_chunks = chunks;
         self
     }
 

@@ -22,7 +22,30 @@ pub(crate) struct HandlerOptions {
     pub(crate) max_batch_delay: Option<Duration>,
     pub(crate) max_in_flight: usize,
     pub(crate) vectorized: bool,
+    pub(crate) map_chunks: MapChunks,
 }
+
+/// How [`Handler::map`] groups inputs into tasks (a handler that is not
+/// [`vectorized`](crate::HandlerBuilder::vectorized); a vectorized one
+/// always submits per input and lets its batches form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MapChunks {
+    /// Guided chunks (the default): while the input's length is known from
+    /// its `size_hint`, each chunk takes `1 / (4 × workers)` of the inputs
+    /// not yet submitted, at least `batch_size` and at most
+    /// `window / (2 × workers)`. Chunks start large (few wake-ups, little
+    /// per-task overhead) and shrink to `batch_size` towards the end, so
+    /// the last ones still spread over every worker. With no known length
+    /// (`size_hint` of 0, e.g. a stream), this is [`Batch`](Self::Batch).
+    #[default]
+    Guided,
+    /// Chunks of exactly `batch_size` inputs (one task per input when it
+    /// is 1).
+    Batch,
+}
+
+/// Share of the not-yet-submitted inputs a guided chunk takes, per worker.
+const GUIDED_SHARE: usize = 4;
 
 /// The shared state of one handler.
 pub(crate) struct HandlerCore {
@@ -198,10 +221,13 @@ impl Handler {
     /// At most `window` inputs (default: the in-flight bound, at most 4096)
     /// are in flight at once, so memory stays bounded for any input length.
     ///
-    /// With `batch_size > 1` (and not vectorized), inputs travel in chunks of
-    /// `batch_size`: one task, one permit and one completion per chunk,
-    /// idle workers stealing whole chunks. A chunk's items fail or succeed
-    /// one by one.
+    /// Unless the handler is vectorized, inputs travel in chunks: one task,
+    /// one permit and one completion per chunk, idle workers stealing whole
+    /// chunks. By default the chunks are guided ([`MapChunks::Guided`]):
+    /// large while much input is left, `batch_size` at the end;
+    /// [`MapChunks::Batch`] makes them exactly `batch_size`. A chunk's items
+    /// fail or succeed one by one; results still come in input order, a
+    /// chunk's all at once.
     pub fn map<I, A, R>(&self, inputs: I) -> MapIter<I::IntoIter, R>
     where
         I: IntoIterator<Item = A>,
@@ -222,6 +248,8 @@ impl Handler {
         let opts = self.core.options;
         let chunk = if opts.vectorized { 1 } else { opts.batch_size };
         MapIter {
+            guided: !opts.vectorized && opts.map_chunks == MapChunks::Guided,
+            workers: self.core.lane.pool.workers().max(1),
             handler: self.clone(),
             inputs: inputs.into_iter(),
             window: window.max(1),
@@ -325,6 +353,9 @@ pub struct MapIter<I, R> {
     /// the spin window. When tasks are long, the waiting thread would spin
     /// on a core the workers need, once per result.
     spin: bool,
+    /// Guided chunk sizes (see [`MapChunks::Guided`]).
+    guided: bool,
+    workers: usize,
 }
 
 enum Pending<R> {
@@ -343,6 +374,22 @@ impl<I, R> std::fmt::Debug for MapIter<I, R> {
     }
 }
 
+impl<I: Iterator, R> MapIter<I, R> {
+    /// Inputs in the next task: `batch_size`, or the guided share of what
+    /// is left, never more than the window has room for.
+    fn next_chunk_len(&self) -> usize {
+        let room = self.window - self.queued;
+        let mut len = self.chunk;
+        if self.guided {
+            let (left, _) = self.inputs.size_hint();
+            let share = left.div_ceil(GUIDED_SHARE * self.workers);
+            let cap = (self.window / (2 * self.workers)).max(1);
+            len = len.max(share.min(cap));
+        }
+        len.clamp(1, room.max(1))
+    }
+}
+
 impl<I, A, R> Iterator for MapIter<I, R>
 where
     I: Iterator<Item = A>,
@@ -357,7 +404,8 @@ where
             return Some(r);
         }
         while self.queued < self.window {
-            if self.chunk <= 1 {
+            let len = self.next_chunk_len();
+            if len <= 1 {
                 let Some(args) = self.inputs.next() else {
                     break;
                 };
@@ -365,8 +413,7 @@ where
                     .push_back(Pending::One(self.handler.submit(args)));
                 self.queued += 1;
             } else {
-                let room = (self.window - self.queued).min(self.chunk);
-                let batch: Vec<A> = self.inputs.by_ref().take(room).collect();
+                let batch: Vec<A> = self.inputs.by_ref().take(len).collect();
                 if batch.is_empty() {
                     break;
                 }

@@ -69,7 +69,7 @@ pub use engine::{Engine, EngineBuilder, HandlerBuilder, Mode};
 pub use error::{Error, Result, TrySubmitError};
 pub use gilpool_ffi::runtime::DEFAULT_PRELUDE;
 pub use gilpool_ffi::{is_attached, Object, PyException, Python, PythonVersion};
-pub use handler::{Handler, MapIter};
+pub use handler::{Handler, MapChunks, MapIter};
 pub use task::TaskFuture;
 pub use value::Value;
 

@@ -61,7 +61,7 @@ fn bench_runs_every_peer_in_interleaved_rounds() {
             "ceiling_sub",
             "mp_pool_default",
             "mp_pool_chunk1",
-            "gilpool_sub_x2_b64",
+            "gilpool_sub_x2_b64_guided",
         ]
         .contains(&key)
         {
@@ -100,12 +100,19 @@ fn bench_runs_every_peer_in_interleaved_rounds() {
         );
         assert_eq!(e["tasks"], 400, "{key}: {e}");
     }
-    // gilpool's rows: batch 64 and 1 of every configuration, both rounds.
+    // gilpool's rows: guided, chunks of 64, one task per input; every configuration.
     let ours: Vec<&Json> = entries(&report)
         .iter()
         .filter(|e| e["key"].as_str().unwrap().starts_with("gilpool_"))
         .collect();
-    assert!(ours.len() >= 4, "{ours:?}");
+    assert!(ours.len() >= 6, "{ours:?}");
+    for suffix in ["b64_guided", "b64_chunks", "b1_chunks"] {
+        assert!(
+            ours.iter()
+                .any(|e| e["key"].as_str().unwrap().ends_with(suffix)),
+            "no {suffix} row: {ours:?}"
+        );
+    }
     for e in &ours {
         assert_eq!(e["verified"], true, "{e}");
         let key = e["key"].as_str().unwrap();
@@ -123,7 +130,7 @@ fn bench_runs_every_peer_in_interleaved_rounds() {
     // pools, and the two ceilings against each other; one ratio per pass
     // (only where subinterpreters exist).
     let paired = report["workloads"][0]["paired"].as_array().unwrap();
-    let sub = ours.iter().any(|e| e["key"] == "gilpool_sub_x2_b64");
+    let sub = ours.iter().any(|e| e["key"] == "gilpool_sub_x2_b64_guided");
     if sub {
         assert_eq!(paired.len(), 4, "{paired:?}");
         for p in paired {

@@ -11,7 +11,7 @@ mod common;
 
 use common::resolve;
 
-use gilpool::{Engine, FromPython, Object};
+use gilpool::{Engine, FromPython, MapChunks, Object};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex};
@@ -515,6 +515,78 @@ fn shutdown_wakes_a_submitter_blocked_on_a_full_handler() {
     stopper.join().unwrap();
     blocked.join().unwrap();
     assert_eq!(resolve(held, GENEROUS).unwrap(), 1);
+}
+
+/// Lengths of the runs of equal values, in order.
+fn runs(values: &[i64]) -> Vec<usize> {
+    let mut out: Vec<usize> = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 && values[i - 1] == *v {
+            *out.last_mut().unwrap() += 1;
+        } else {
+            out.push(1);
+        }
+    }
+    out
+}
+
+#[test]
+fn guided_map_sends_large_chunks_first_and_matches_fixed_chunks() {
+    let engine = engine();
+    let load = |chunks| {
+        engine
+            .handler("sched_fixtures", "worker_thread")
+            .map_chunks(chunks)
+            .load()
+            .unwrap()
+    };
+    let (guided, fixed) = (load(MapChunks::Guided), load(MapChunks::Batch));
+    // 4000 inputs, 2 workers: the first guided chunk is 4000 / (4 * 2) = 500
+    // inputs, and a chunk runs on one worker, so the first 500 results come
+    // from one thread. Later chunks shrink: the last inputs go one by one.
+    let threads: Vec<i64> = guided
+        .map((0..4000i64).map(|i| (i,)))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(threads.len(), 4000);
+    assert!(
+        runs(&threads)[0] >= 500,
+        "first run {:?}",
+        &runs(&threads)[..4]
+    );
+    // The same inputs through an iterator with no length: batch-size
+    // chunks (here 1), same results in the same order.
+    let mut left = 0..300i64;
+    let unknown = std::iter::from_fn(move || left.next().map(|i| (i,)));
+    let inc = engine.handler("gilpool_workloads", "inc").load().unwrap();
+    let out: Vec<i64> = inc.map(unknown).collect::<Result<_, _>>().unwrap();
+    assert_eq!(out, (1..=300).collect::<Vec<i64>>());
+    // Guided and fixed chunks give the same results for every length and
+    // window, including windows smaller than a guided chunk would be.
+    let inc_fixed = engine
+        .handler("gilpool_workloads", "inc")
+        .batch_size(3)
+        .map_chunks(MapChunks::Batch)
+        .load()
+        .unwrap();
+    for n in [0i64, 1, 2, 7, 64, 65, 1000] {
+        for window in [1usize, 3, 4096] {
+            let want: Vec<i64> = (1..=n).collect();
+            for h in [&inc, &inc_fixed] {
+                let got: Vec<i64> = h
+                    .map_window((0..n).map(|i| (i,)), window)
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                assert_eq!(got, want, "n {n}, window {window}");
+            }
+        }
+    }
+    // Fixed chunks of 1 are one task each: results still in order.
+    let ids: Vec<i64> = fixed
+        .map((0..200i64).map(|i| (i,)))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(ids.len(), 200);
 }
 
 #[test]

@@ -27,7 +27,7 @@
 //! - `µs/task×W` = `µs/task` × workers (worker time spent per task).
 
 use super::{progress, workloads_dir};
-use gilpool::{Engine, Handler, Mode};
+use gilpool::{Engine, Handler, MapChunks, Mode};
 use serde_json::{json, Value as Json};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write as _};
@@ -121,12 +121,17 @@ impl Workload {
             Workload::Trivial => "inc",
         }
     }
-    /// Batch sizes gilpool runs this workload with (the first is the
-    /// throughput row the checks use).
-    fn batch_sizes(self) -> &'static [usize] {
+    /// The handler settings gilpool runs this workload with: batch size
+    /// and how `map` chunks the inputs. The first is the default `map`
+    /// (guided chunks), the row the paired comparisons use.
+    fn variants(self) -> &'static [(usize, MapChunks)] {
         match self {
-            Workload::Heavy => &[1],
-            Workload::Trivial => &[64, 1],
+            Workload::Heavy => &[(1, MapChunks::Guided), (1, MapChunks::Batch)],
+            Workload::Trivial => &[
+                (64, MapChunks::Guided),
+                (64, MapChunks::Batch),
+                (1, MapChunks::Batch),
+            ],
         }
     }
 }
@@ -482,7 +487,7 @@ fn measure_workload(
     } = start_gilpool(plan, wl, tasks, machine)?;
     slots.extend(gilpool_slots);
 
-    let paired_key = gilpool_key(Mode::SubInterpreters, plan.workers, wl.batch_sizes()[0]);
+    let paired_key = gilpool_key(Mode::SubInterpreters, plan.workers, wl.variants()[0]);
     let in_group = |s: &Slot| s.entry.key == paired_key || PAIRED_PEERS.contains(&&*s.entry.key);
     let (group, others): (Vec<usize>, Vec<usize>) =
         (0..slots.len()).partition(|&i| in_group(&slots[i]));
@@ -653,8 +658,21 @@ fn build_engine(
     Ok(engine)
 }
 
-fn gilpool_key(mode: Mode, workers: usize, batch: usize) -> String {
-    format!("gilpool_{}_x{workers}_b{batch}", mode_key(mode))
+fn gilpool_key(mode: Mode, workers: usize, (batch, chunks): (usize, MapChunks)) -> String {
+    let how = match chunks {
+        MapChunks::Guided => "guided",
+        MapChunks::Batch => "chunks",
+    };
+    format!("gilpool_{}_x{workers}_b{batch}_{how}", mode_key(mode))
+}
+
+/// The table's grouping column for a gilpool row.
+fn gilpool_grouping((batch, chunks): (usize, MapChunks)) -> String {
+    match chunks {
+        MapChunks::Guided => format!("guided chunks, batch {batch}"),
+        MapChunks::Batch if batch == 1 => "one task per input".into(),
+        MapChunks::Batch => format!("chunks of {batch}"),
+    }
 }
 
 /// gilpool's engines (up for every round) and their entries.
@@ -682,10 +700,12 @@ fn start_gilpool(
         let started = Instant::now();
         let engine = build_engine(plan, mode, workers, machine)?;
         let mut startup_s = None;
-        for &batch in wl.batch_sizes() {
+        for &variant in wl.variants() {
+            let (batch, chunks) = variant;
             let h = engine
                 .handler("gilpool_workloads", wl.function())
                 .batch_size(batch)
+                .map_chunks(chunks)
                 .load()
                 .map_err(|e| format!("cannot load gilpool_workloads.{}: {e}", wl.function()))?;
             // Warm every worker (import, first-call caches) off the clock.
@@ -704,9 +724,9 @@ fn start_gilpool(
             // span the Python side reports as startup_s.
             let startup = *startup_s.get_or_insert_with(|| started.elapsed().as_secs_f64());
             let entry = Entry {
-                key: gilpool_key(mode, workers, batch),
+                key: gilpool_key(mode, workers, variant),
                 label: format!("gilpool {mode}"),
-                grouping: format!("batch {batch}"),
+                grouping: gilpool_grouping(variant),
                 source: Source::Gilpool(mode),
                 workers,
                 tasks,
@@ -1405,7 +1425,7 @@ fn checks(plan: &Plan, runs: &[WorkloadRun], latency: &[Latency]) -> Vec<Check> 
             .find(|e| {
                 e.source == Source::Gilpool(Mode::SubInterpreters)
                     && e.workers == n
-                    && e.grouping == "batch 64"
+                    && e.key == gilpool_key(Mode::SubInterpreters, n, (64, MapChunks::Batch))
             })
             .and_then(Entry::us_per_task);
         let pool_text = pools
@@ -1414,7 +1434,9 @@ fn checks(plan: &Plan, runs: &[WorkloadRun], latency: &[Latency]) -> Vec<Check> 
             .collect::<Vec<_>>()
             .join("; ");
         out.push(Check {
-            target: format!("trivial: end-to-end per-task overhead <= 1 µs, batch 64, {n} workers"),
+            target: format!(
+                "trivial: end-to-end per-task overhead <= 1 µs, chunks of 64, {n} workers"
+            ),
             measured: batched.map_or("not measured".into(), |b| {
                 if pool_text.is_empty() {
                     format!("{} µs", fmt_us(b))
