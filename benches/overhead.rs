@@ -15,7 +15,7 @@
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
-use gilpool::{Engine, Mode};
+use gilpool::{Engine, MapChunks, Mode};
 use gilpool_ffi::{MainThreadState, PyException, Python, Runtime, Stash};
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -114,19 +114,25 @@ fn invoke(c: &mut Criterion) {
     }
 }
 
-/// `MAP_TASKS` tasks through `map`, batched (64) and unbatched.
+/// `MAP_TASKS` tasks through `map`: fixed chunks of 64 (batched), one task
+/// per input (unbatched), and the default guided chunks.
 fn per_task(c: &mut Criterion) {
     for mode in modes() {
         let engine = engine(mode, WORKERS);
         let mut g = c.benchmark_group(format!("per_task/{mode}"));
         g.throughput(Throughput::Elements(MAP_TASKS as u64));
-        for batch in [64usize, 1] {
+        for (name, batch, chunks) in [
+            ("map_chunks_of", 64usize, MapChunks::Batch),
+            ("map_chunks_of", 1, MapChunks::Batch),
+            ("map_guided", 64, MapChunks::Guided),
+        ] {
             let h = engine
                 .handler("gilpool_workloads", "inc")
                 .batch_size(batch)
+                .map_chunks(chunks)
                 .load()
                 .expect("inc loads");
-            g.bench_with_input(BenchmarkId::new("map_batch", batch), &batch, |b, _| {
+            g.bench_with_input(BenchmarkId::new(name, batch), &batch, |b, _| {
                 b.iter(|| {
                     let mut sum = 0i64;
                     for r in h.map::<_, _, i64>((0..MAP_TASKS).map(|i| (i,))) {

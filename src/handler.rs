@@ -2,7 +2,7 @@
 
 use crate::convert::{FromPython, IntoArgs};
 use crate::error::{Error, ErrorKind, Result, TrySubmitError};
-use crate::lane::{Batch, Job, Lane};
+use crate::lane::{Batch, Job, Lane, LaneKind};
 use crate::sched::batcher::{BatchPolicy, Batcher, Pushed};
 use crate::sched::permits::{AcquireError, Permits};
 use crate::task::{ChunkTask, Completer, Task, TaskFuture, TypedTask, WAIT_SPIN};
@@ -37,6 +37,9 @@ pub enum MapChunks {
     /// per-task overhead) and shrink to `batch_size` towards the end, so
     /// the last ones still spread over every worker. With no known length
     /// (`size_hint` of 0, e.g. a stream), this is [`Batch`](Self::Batch).
+    /// So it is in [`Mode::SingleGil`](crate::Mode::SingleGil): one shared
+    /// GIL runs one chunk at a time, and long chunks would only make the
+    /// workers force each other off it.
     #[default]
     Guided,
     /// Chunks of exactly `batch_size` inputs (one task per input when it
@@ -248,7 +251,12 @@ impl Handler {
         let opts = self.core.options;
         let chunk = if opts.vectorized { 1 } else { opts.batch_size };
         MapIter {
-            guided: !opts.vectorized && opts.map_chunks == MapChunks::Guided,
+            // One shared GIL runs one chunk at a time whatever their size:
+            // long chunks there only make the workers force each other off
+            // the GIL every switch interval.
+            guided: !opts.vectorized
+                && opts.map_chunks == MapChunks::Guided
+                && self.core.lane.kind == LaneKind::Sub,
             workers: self.core.lane.pool.workers().max(1),
             handler: self.clone(),
             inputs: inputs.into_iter(),
