@@ -453,6 +453,57 @@ fn usage_and_setup_errors_exit_2_with_a_clear_message() {
     }
 }
 
+/// Runs `gilpool run ARGS` on `input` (a file), reads `keep` lines of its
+/// stdout, then closes the pipe, as `gilpool run … | head -n KEEP` does.
+fn run_closing_stdout_after(args: &[&str], input: &Path, keep: usize) -> (Vec<String>, Output) {
+    use std::io::BufRead;
+    let mut child = gilpool()
+        .arg("run")
+        .args(args)
+        .arg("--input")
+        .arg(input)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("gilpool starts");
+    let mut lines = Vec::new();
+    {
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        while lines.len() < keep {
+            let mut line = String::new();
+            assert!(out.read_line(&mut line).unwrap() > 0, "output ended early");
+            lines.push(line);
+        }
+    } // the read end closes here
+    (lines, child.wait_with_output().unwrap())
+}
+
+#[test]
+fn a_closed_output_stops_quietly() {
+    let tmp = TempDir::new();
+    // Far more output than a pipe buffer holds, so the writer meets the
+    // closed pipe while tasks are still queued.
+    let many: String = (0..200_000).map(|i| format!("[{i}]\n")).collect();
+    let input = tmp.file("many.jsonl", &many);
+    let (lines, out) = run_closing_stdout_after(&["python/gilpool_workloads.py:inc"], &input, 2);
+    assert_eq!(lines, ["{\"ok\": 1}\n", "{\"ok\": 2}\n"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+    // A task that failed before the pipe closed still makes it exit 1.
+    let failing: String = std::iter::once("[\"x\"]\n".to_string())
+        .chain((0..200_000).map(|i| format!("[{i}]\n")))
+        .collect();
+    let input = tmp.file("failing.jsonl", &failing);
+    let (lines, out) = run_closing_stdout_after(&["python/gilpool_workloads.py:inc"], &input, 2);
+    assert!(
+        lines[0].starts_with("{\"error\": {\"type\": \"TypeError\""),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+}
+
 #[test]
 fn output_file_gets_the_results() {
     let tmp = TempDir::new();

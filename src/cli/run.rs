@@ -49,6 +49,8 @@
 //!   writes the non-standard `NaN`; a `\ud800`-style lone surrogate escape,
 //!   which Python accepts, is an invalid line; and non-ASCII text is written
 //!   as UTF-8 rather than `\uXXXX` escapes. Compare parsed values.
+//! - **A closed output** (`gilpool run … | head`) stops the run quietly:
+//!   queued tasks are dropped, and the exit status counts the lines written.
 //! - **A function that prints** to `sys.stdout` writes to the same file
 //!   descriptor as the results when they go to stdout, and corrupts the
 //!   stream; use `--output FILE` (or print to `sys.stderr`) for such
@@ -120,7 +122,9 @@ current directory first; the --sys-path folders follow.
 Exit status: 0 when every task succeeded, 1 when any task failed, 2 for usage
 and setup errors: a bad TARGET, a missing file, a module or function that cannot
 be loaded, or an invalid input line (named on stderr; the lines before it are
-run and written, nothing after).
+run and written, nothing after). When the reader of the output goes away
+(gilpool run ... | head), the run stops quietly and the status counts the lines
+written.
 
 A function that prints to stdout corrupts the results when they go to stdout:
 use --output FILE for such functions.";
@@ -299,7 +303,15 @@ fn run(args: RunArgs) -> Result<Summary, String> {
             engine.shutdown();
             Ok(summary)
         }
-        Err(e) => {
+        Err(Stop::OutputClosed) => {
+            // Nobody reads the rest: drop what is queued, report what was
+            // written (exit 1 if any of those tasks failed, else 0).
+            stream.bar.finish_and_clear();
+            drop(stream);
+            engine.shutdown_now();
+            Ok(summary)
+        }
+        Err(Stop::Error(e)) => {
             stream.bar.abandon();
             drop(stream);
             // Whatever is still queued was abandoned: cancel it.
@@ -357,6 +369,31 @@ fn count_lines(path: &Path) -> std::io::Result<u64> {
 /// the result has no JSON form.
 type Encoded = Result<String, String>;
 
+/// Why a run stopped early.
+#[derive(Debug)]
+enum Stop {
+    /// The reader of the output went away (`gilpool run … | head`): stop
+    /// quietly, like a command killed by `SIGPIPE`, without an error.
+    OutputClosed,
+    /// A usage or setup error, or an input line that is not a task.
+    Error(String),
+}
+
+impl From<String> for Stop {
+    fn from(message: String) -> Stop {
+        Stop::Error(message)
+    }
+}
+
+/// A failed write to the output: `OutputClosed` for a closed pipe.
+fn write_failed(e: std::io::Error) -> Stop {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        Stop::OutputClosed
+    } else {
+        Stop::Error(format!("cannot write output: {e}"))
+    }
+}
+
 /// The running part of `gilpool run`: the window of futures in input order
 /// and the output they are written to.
 struct Stream {
@@ -377,7 +414,7 @@ struct Stream {
 impl Stream {
     /// Reads, submits and writes every line. On an invalid line, finishes
     /// and writes the lines before it, then returns the error naming it.
-    fn run(&mut self, mut input: Box<dyn BufRead>, name: &str) -> Result<(), String> {
+    fn run(&mut self, mut input: Box<dyn BufRead>, name: &str) -> Result<(), Stop> {
         let name = if name == "-" { "stdin" } else { name };
         let mut buf = Vec::with_capacity(256);
         let mut line_no = 0u64;
@@ -412,17 +449,15 @@ impl Stream {
         while !self.pending.is_empty() {
             self.write_next()?;
         }
-        self.output
-            .flush()
-            .map_err(|e| format!("cannot write output: {e}"))?;
+        self.output.flush().map_err(write_failed)?;
         match stop {
             None => Ok(()),
-            Some(e) => Err(e),
+            Some(e) => Err(Stop::Error(e)),
         }
     }
 
     /// Waits for the oldest task and writes its line.
-    fn write_next(&mut self) -> Result<(), String> {
+    fn write_next(&mut self) -> Result<(), Stop> {
         let Some(future) = self.pending.pop_front() else {
             return Ok(());
         };
@@ -443,7 +478,7 @@ impl Stream {
         };
         self.output
             .write_all(line.as_bytes())
-            .map_err(|e| format!("cannot write output: {e}"))?;
+            .map_err(write_failed)?;
         self.summary.tasks += 1;
         self.bar.inc(1);
         Ok(())
