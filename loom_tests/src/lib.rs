@@ -9,7 +9,10 @@
 //! Run them with `ci/loom.sh`; `docs/TESTING.md` says what each model
 //! proves and what it cannot see.
 
+// The models use only part of the scheduler (and, in the library build
+// without `test`, none of it).
 #[path = "../../src/sched/mod.rs"]
+#[allow(dead_code)]
 mod sched;
 
 #[cfg(all(test, gilpool_loom))]

@@ -68,6 +68,7 @@ impl<T> Batcher<T> {
         }
     }
 
+    #[cfg(any(test, gilpool_loom))]
     pub(crate) fn policy(&self) -> BatchPolicy {
         self.policy
     }
@@ -84,6 +85,7 @@ impl<T> Batcher<T> {
     }
 
     /// Adds many items at once; returns the batches that may be formed now.
+    #[cfg(any(test, gilpool_loom))]
     pub(crate) fn push_many(
         &self,
         items: impl IntoIterator<Item = T>,

@@ -9,9 +9,10 @@
 //! - [`sync`]: std or loom primitives (`--cfg gilpool_loom`).
 //!
 //! This module refers only to itself and to `crossbeam-deque`/`loom`, so
-//! `loom_tests/` compiles it on its own with loom's primitives.
-
-#![allow(dead_code)]
+//! `loom_tests/` compiles it on its own with loom's primitives. Helpers
+//! that only the unit tests and the loom models call are
+//! `#[cfg(any(test, gilpool_loom))]` (`#[cfg(gilpool_loom)]` for the
+//! models' own).
 
 pub(crate) mod batcher;
 pub(crate) mod cell;

@@ -148,6 +148,7 @@ impl Permits {
         self.freed.notify_all();
     }
 
+    #[cfg(any(test, gilpool_loom))]
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
     }

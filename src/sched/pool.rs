@@ -99,15 +99,18 @@ impl<J> Pool<J> {
     }
 
     /// Whether `drain` or `cancel` was called.
+    #[cfg(any(test, gilpool_loom))]
     pub(crate) fn is_terminating(&self) -> bool {
         self.state.load(Ordering::SeqCst) != RUNNING
     }
 
+    #[cfg(gilpool_loom)]
     fn is_cancelled(&self) -> bool {
         self.state.load(Ordering::SeqCst) == CANCELLED
     }
 
     /// Workers asleep right now.
+    #[cfg(any(test, gilpool_loom))]
     pub(crate) fn sleepers(&self) -> usize {
         self.sleep.sleepers()
     }
@@ -156,16 +159,19 @@ impl<J> Pool<J> {
 
 impl<J> Local<J> {
     /// This worker's index in the lane.
+    #[cfg(gilpool_loom)]
     pub(crate) fn index(&self) -> usize {
         self.index
     }
 
     /// The lane this worker belongs to.
+    #[cfg(gilpool_loom)]
     pub(crate) fn pool(&self) -> &Arc<Pool<J>> {
         &self.pool
     }
 
     /// Pushes a job on this worker's own deque, where siblings may steal it.
+    #[cfg(any(test, gilpool_loom))]
     pub(crate) fn push(&self, job: J) {
         self.deque.push(job);
         self.pool.sleep.notify_one();
@@ -224,6 +230,7 @@ impl<J> Local<J> {
     /// worker saw the pool terminating (read the state, then search): a
     /// search that came up empty before `drain()` may have missed a job
     /// published just before it. [`next_with`](Self::next_with) does this.
+    #[cfg(gilpool_loom)]
     pub(crate) fn should_exit(&self, found_nothing: bool) -> bool {
         self.pool.is_cancelled() || (found_nothing && self.pool.is_terminating())
     }
@@ -263,6 +270,7 @@ impl<J> Local<J> {
     }
 
     /// [`next_with`](Self::next_with) with nothing to do when idle.
+    #[cfg(any(test, gilpool_loom))]
     pub(crate) fn next(&self) -> Next<J> {
         self.next_with(|| Idle::Sleep(None))
     }

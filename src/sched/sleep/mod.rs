@@ -82,6 +82,7 @@ impl Sleep {
 
     /// Number of workers inside [`sleep`](Self::sleep) right now (a snapshot,
     /// for metrics and tests; not part of the wake protocol).
+    #[cfg(any(test, gilpool_loom))]
     pub(crate) fn sleepers(&self) -> usize {
         self.sleepers.load(Ordering::SeqCst)
     }
