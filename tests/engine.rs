@@ -461,3 +461,19 @@ fn map_chunks_keep_order_and_fail_item_by_item() {
         assert_eq!(inc.in_flight(), 0);
     }
 }
+
+#[test]
+fn calls_pass_every_positional_argument_in_order() {
+    // Up to eight arguments travel in a stack array, more in a heap one;
+    // `os.path.join` shows both the count and the order.
+    for mode in modes() {
+        let engine = builder(mode).build().unwrap();
+        let join = engine.load("os.path", "join").unwrap();
+        for n in [1usize, 2, 8, 9, 15] {
+            let parts: Vec<String> = (0..n).map(|i| format!("p{i}")).collect();
+            let args = parts.iter().fold(Args::new(), |a, p| a.arg(p.as_str()));
+            let got: String = join.invoke(args).unwrap();
+            assert_eq!(got, parts.join("/"), "{mode}: os.path.join of {n} parts");
+        }
+    }
+}
