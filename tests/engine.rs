@@ -464,8 +464,7 @@ fn map_chunks_keep_order_and_fail_item_by_item() {
 
 #[test]
 fn calls_pass_every_positional_argument_in_order() {
-    // Up to eight arguments travel in a stack array, more in a heap one;
-    // `os.path.join` shows both the count and the order.
+    // `os.path.join` shows both the count and the order of the arguments.
     for mode in modes() {
         let engine = builder(mode).build().unwrap();
         let join = engine.load("os.path", "join").unwrap();

@@ -175,18 +175,7 @@ impl<'py> Object<'py> {
     ) -> Result<Object<'py>, PyException> {
         match kwargs {
             None => {
-                // Up to 8 arguments need no allocation for the pointer array.
-                let mut stack = [std::ptr::null_mut::<ffi::PyObject>(); 8];
-                let mut heap = Vec::new();
-                let ptrs: &mut [*mut ffi::PyObject] = if args.len() <= stack.len() {
-                    for (slot, a) in stack.iter_mut().zip(args) {
-                        *slot = a.as_ptr();
-                    }
-                    &mut stack[..args.len()]
-                } else {
-                    heap.extend(args.iter().map(Object::as_ptr));
-                    &mut heap
-                };
+                let mut ptrs: Vec<*mut ffi::PyObject> = args.iter().map(Object::as_ptr).collect();
                 // SAFETY: attached; `ptrs` holds `args.len()` live borrowed
                 // references kept alive by `args`; no kwnames.
                 unsafe {
