@@ -1696,8 +1696,8 @@ fn loadavg() -> String {
 // ---------------------------------------------------------------------------
 // chart: a hand-written SVG, one panel per workload
 
-const CHART_W: f64 = 980.0;
-const LABEL_W: f64 = 360.0;
+const CHART_W: f64 = 1090.0;
+const LABEL_W: f64 = 470.0;
 const VALUE_W: f64 = 170.0;
 const ROW_H: f64 = 22.0;
 const BAR_H: f64 = 15.0;
