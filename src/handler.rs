@@ -394,7 +394,8 @@ impl<I: Iterator, R> MapIter<I, R> {
             let cap = (self.window / (2 * self.workers)).max(1);
             len = len.max(share.min(cap));
         }
-        len.clamp(1, room.max(1))
+        // `next` only asks while `queued < window`, so `room >= 1`.
+        len.clamp(1, room)
     }
 }
 

@@ -545,9 +545,8 @@ fn measure_workload(
     let baselines = python.map(Baselines::finish);
 
     let paired = paired_ratios(&slots, &paired_key, plan.workers);
-    let mut entries: Vec<Entry> = slots.into_iter().map(Slot::finish).collect();
-    // Rows keep their natural order: the Python peers, then gilpool.
-    entries.sort_by_key(|e| matches!(e.source, Source::Gilpool(_)));
+    // Rows in slot order: the Python peers, then gilpool.
+    let entries: Vec<Entry> = slots.into_iter().map(Slot::finish).collect();
     Ok(WorkloadRun {
         workload: wl,
         tasks,
@@ -577,8 +576,9 @@ fn paired_ratios(slots: &[Slot], gilpool_key: &str, workers: usize) -> Vec<Paire
     };
     let ceiling = by_key("ceiling");
     let ceiling_sub = by_key("ceiling_sub");
-    let pools: Vec<&Slot> = ["mp_pool_default", "mp_pool_chunk1"]
+    let pools: Vec<&Slot> = PAIRED_PEERS
         .iter()
+        .filter(|k| k.starts_with("mp_pool"))
         .filter_map(|k| by_key(k))
         .collect();
     let mut out = Vec::new();

@@ -3,12 +3,13 @@
 //! ## Memory ordering
 //! All state lives under one mutex, so completion happens-before any read
 //! of the value (the mutex's release/acquire). A blocking waiter counts
-//! itself in `waiters` under the lock before it parks; `complete` notifies
-//! the condvar (under the lock) only when that count is non-zero — a futex
-//! wake per task otherwise dominates the cost of tiny tasks — and wakes a
-//! registered `Waker` after releasing the lock. A waiter that checked the
-//! slot under the lock either saw the value or is counted and parked (or
-//! registered its waker) before `complete` can take the lock.
+//! itself in `waiters` under the lock before it parks; `complete` reads that
+//! count under the lock and, only when it is non-zero — a futex wake per
+//! task otherwise dominates the cost of tiny tasks — notifies the condvar
+//! after releasing the lock, then wakes a registered `Waker`. A waiter that
+//! checked the slot under the lock either saw the value or is counted and
+//! parked (or registered its waker) before `complete` can take the lock, so
+//! the notify that follows reaches it.
 
 use super::sync::{Condvar, Mutex};
 use std::task::{Poll, Waker};

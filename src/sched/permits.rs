@@ -9,8 +9,9 @@
 //! then reads `waiters`; a waiter increments `waiters` (under the lock) then
 //! re-tries `used`. Both accesses to `waiters` are read-modify-writes (the
 //! releaser reads it with `fetch_add(0)`), so the later of the two reads the
-//! earlier one's write: either the releaser sees the waiter and notifies
-//! under the lock, which the waiter holds until it is parked, or the waiter
+//! earlier one's write: either the releaser sees the waiter, takes and
+//! releases the lock (which the waiter holds until it is parked) and then
+//! notifies, reaching the parked waiter, or the waiter
 //! acquires the releaser's write and with it the decrement of `used` before
 //! it, and takes the freed permit. Every release that sees a waiter
 //! notifies: a release cannot count on later ones (the remaining holders may
