@@ -2,15 +2,22 @@
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::handler::{Handler, HandlerCore, HandlerOptions, MapChunks};
-use crate::lane::{Lane, LaneKind};
-use crate::sched::pool::Pool;
-use crate::worker::{self, WorkerSetup};
+use crate::lane::{Lane, LaneConfig, LaneKind};
+use crate::watchdog::{self, Reason};
 use gilpool_ffi::{PythonVersion, Runtime, RuntimeConfig};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long `shutdown()` and dropping an [`Engine`] wait by default
+/// ([`EngineBuilder::shutdown_timeout`]).
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a running task past its deadline, or cancelled, gets to stop
+/// after its first interrupt by default ([`EngineBuilder::interrupt_grace`]).
+pub const DEFAULT_INTERRUPT_GRACE: Duration = Duration::from_secs(1);
 
 /// Where Python code runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -57,6 +64,9 @@ pub struct EngineBuilder {
     prelude: Option<Vec<String>>,
     executable: Option<PathBuf>,
     idle_spin: Duration,
+    shutdown_timeout: Duration,
+    interrupt_grace: Duration,
+    stack_size: usize,
 }
 
 impl Default for EngineBuilder {
@@ -69,6 +79,9 @@ impl Default for EngineBuilder {
             prelude: None,
             executable: None,
             idle_spin: Duration::from_micros(50),
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            interrupt_grace: DEFAULT_INTERRUPT_GRACE,
+            stack_size: crate::worker::DEFAULT_STACK_SIZE,
         }
     }
 }
@@ -113,9 +126,38 @@ impl EngineBuilder {
         self
     }
 
+    /// How long [`Engine::shutdown`] and dropping the engine wait for
+    /// accepted tasks to finish (and for threads tasks started) before
+    /// cancelling and interrupting the rest (default
+    /// [`DEFAULT_SHUTDOWN_TIMEOUT`], 10 s). See [`Engine::shutdown_timeout`].
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+    /// How long a running task past its deadline (or cancelled) has to stop
+    /// after its first interrupt before its worker is quarantined and
+    /// replaced (default [`DEFAULT_INTERRUPT_GRACE`], 1 s). It is
+    /// interrupted again every 50 ms meanwhile.
+    pub fn interrupt_grace(mut self, grace: Duration) -> Self {
+        self.interrupt_grace = grace;
+        self
+    }
+    /// Stack size of worker threads in bytes (default 16 MiB: CPython sizes
+    /// its recursion limits for a main thread's 8 MiB stack).
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = bytes;
+        self
+    }
+
     /// Initialises Python (once per process), creates the workers and their
     /// interpreters, and waits until every one is ready.
     pub fn build(self) -> Result<Engine> {
+        if self.stack_size < 256 << 10 {
+            return Err(Error::config(format!(
+                "stack_size must be at least 256 KiB, got {} bytes",
+                self.stack_size
+            )));
+        }
         let workers = match self.workers {
             Some(0) => return Err(Error::config("workers must be at least 1")),
             Some(n) => n,
@@ -173,58 +215,61 @@ impl EngineBuilder {
             Mode::SubInterpreters => LaneKind::Sub,
             _ => LaneKind::Main,
         };
-        let (pool, locals) = Pool::new(workers);
-        let lane = Arc::new(Lane {
-            kind,
-            pool,
-            delayed: Mutex::new(Vec::new()),
-        });
         let cores = if self.pin {
             core_affinity::get_core_ids().unwrap_or_default()
         } else {
             Vec::new()
         };
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let mut threads = Vec::new();
-        for local in locals {
-            let setup = WorkerSetup {
-                lane: lane.clone(),
-                local,
-                core: (!cores.is_empty()).then(|| cores[threads.len() % cores.len()]),
+        let lane = Lane::new(
+            kind,
+            workers,
+            LaneConfig {
                 runtime,
-                sys_path: sys_path.clone(),
+                sys_path,
                 idle_spin: self.idle_spin,
-                ready: ready_tx.clone(),
-            };
-            let name = format!(
-                "gilpool-{}-{}",
-                if kind == LaneKind::Sub { "sub" } else { "main" },
-                threads.len()
-            );
-            let handle = std::thread::Builder::new()
-                .name(name)
-                .spawn(move || worker::run(setup))
+                cores,
+                stack_size: self.stack_size,
+                grace: self.interrupt_grace,
+            },
+        );
+        let watchdog = {
+            let lane = lane.clone();
+            std::thread::Builder::new()
+                .name("gilpool-watchdog".into())
+                .spawn(move || watchdog::run(lane))
                 .map_err(|e| {
                     Error::new(ErrorKind::Init(format!(
-                        "cannot spawn a worker thread: {e}"
+                        "cannot spawn the watchdog thread: {e}"
                     )))
-                })?;
-            threads.push(handle);
-        }
-        drop(ready_tx);
+                })?
+        };
         let shared = Arc::new(Shared {
             mode,
             runtime,
-            lane,
+            lane: lane.clone(),
             handlers: Mutex::new(Vec::new()),
-            threads: Mutex::new(threads),
+            watchdog: Mutex::new(Some(watchdog)),
             closed: AtomicBool::new(false),
+            report: Mutex::new(None),
             warnings,
             workers,
+            shutdown_timeout: self.shutdown_timeout,
         });
         let engine = Engine { shared };
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let mut first_error = None;
-        for _ in 0..workers {
+        let mut started = 0;
+        for slot in 0..workers {
+            match lane.spawn_worker(slot, 0, Some(ready_tx.clone())) {
+                Ok(()) => started += 1,
+                Err(e) => {
+                    first_error.get_or_insert(format!("cannot spawn a worker thread: {e}"));
+                    break;
+                }
+            }
+        }
+        drop(ready_tx);
+        for _ in 0..started {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
@@ -236,11 +281,29 @@ impl EngineBuilder {
             }
         }
         if let Some(e) = first_error {
-            engine.shared.stop(false);
+            engine.shared.stop(false, Duration::from_secs(1));
             return Err(Error::new(ErrorKind::Init(e)));
         }
         Ok(engine)
     }
+}
+
+/// What a shutdown did ([`Engine::shutdown_timeout`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Tasks that finished (with a result or an error of their own) while
+    /// the engine shut down.
+    pub finished: u64,
+    /// Tasks cancelled: never run, or interrupted.
+    pub cancelled: u64,
+    /// Running tasks interrupted.
+    pub interrupted: u64,
+    /// Workers given up: a task that did not stop when interrupted, or an
+    /// interpreter left running because threads its tasks started were
+    /// still alive at the deadline.
+    pub abandoned: u64,
+    /// Whether every accepted task finished before the deadline.
+    pub drained: bool,
 }
 
 pub(crate) struct Shared {
@@ -248,46 +311,102 @@ pub(crate) struct Shared {
     runtime: &'static Runtime,
     lane: Arc<Lane>,
     handlers: Mutex<Vec<Arc<HandlerCore>>>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    watchdog: Mutex<Option<JoinHandle<()>>>,
     closed: AtomicBool,
+    /// Set by the first stop; later ones return it.
+    report: Mutex<Option<ShutdownReport>>,
     warnings: Vec<String>,
     workers: usize,
+    shutdown_timeout: Duration,
 }
 
 impl Shared {
-    /// Stops the engine: `drain` finishes every accepted task first;
-    /// otherwise queued tasks are cancelled. Idempotent.
-    fn stop(&self, drain: bool) {
+    /// Stops the engine: `drain` finishes accepted tasks until `timeout`;
+    /// past it (or without `drain`), queued tasks are cancelled and running
+    /// ones interrupted; a task that does not stop within the interrupt
+    /// grace period is abandoned with its worker. Every future resolves.
+    /// Idempotent: later calls return the first report.
+    fn stop(&self, drain: bool, timeout: Duration) -> ShutdownReport {
+        let mut report = self.report.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(r) = *report {
+            return r;
+        }
+        let deadline = Instant::now() + timeout;
+        let lane = &self.lane;
         self.closed.store(true, Ordering::SeqCst);
+        lane.set_end_by(deadline);
         let handlers: Vec<Arc<HandlerCore>> = self.handlers.lock().unwrap().clone();
+        let totals = |hs: &[Arc<HandlerCore>]| {
+            hs.iter().fold((0, 0), |(f, c), h| {
+                let (hf, hc) = h.stats.finished_cancelled();
+                (f + hf, c + hc)
+            })
+        };
+        let (finished0, cancelled0) = totals(&handlers);
+        let interrupts0 = lane.stats.interrupts.load(Ordering::Relaxed);
+        let abandoned0 = lane.stats.abandoned.load(Ordering::Relaxed);
         for h in &handlers {
             h.permits.close();
         }
+        let mut drained = false;
         if drain {
             for h in &handlers {
                 for batch in h.batcher.flush() {
                     Lane::publish(h, batch);
                 }
             }
-            for h in &handlers {
-                h.permits.wait_idle();
+            drained = handlers.iter().all(|h| h.permits.wait_idle_until(deadline));
+            if drained {
+                lane.pool.drain();
             }
-            self.lane.pool.drain();
-        } else {
+        }
+        let mut wait_until = deadline + Duration::from_secs(2);
+        if !drained {
+            lane.pool.cancel();
             for h in &handlers {
                 drop(h.batcher.flush());
                 drop(h.batcher.drain());
             }
-            self.lane.pool.cancel();
+            drop(lane.pool.take_all());
+            for slot in &lane.slots {
+                let (run, rest) = {
+                    let mut inner = slot.lock();
+                    (inner.run, inner.rest.take())
+                };
+                drop(rest);
+                if run != 0 {
+                    watchdog::interrupt(lane, slot.index, run, Reason::Shutdown);
+                }
+            }
+            wait_until = deadline.max(Instant::now()) + lane.config.grace;
         }
-        let threads: Vec<JoinHandle<()>> = std::mem::take(&mut *self.threads.lock().unwrap());
-        for t in threads {
-            let _ = t.join();
+        if lane.wait_exited(wait_until) > 0 {
+            for slot in &lane.slots {
+                let run = slot.lock().run;
+                if run != 0 {
+                    watchdog::quarantine(lane, slot.index, run, Reason::Shutdown);
+                }
+            }
+            lane.wait_exited(Instant::now() + Duration::from_secs(2));
+        }
+        lane.watch.stop();
+        if let Some(w) = self.watchdog.lock().unwrap().take() {
+            let _ = w.join();
         }
         // Whatever is still queued was never run: dropping it cancels it.
-        drop(self.lane.pool.take_all());
+        drop(lane.pool.take_all());
+        let (finished1, cancelled1) = totals(&handlers);
         self.handlers.lock().unwrap().clear();
-        self.lane.delayed.lock().unwrap().clear();
+        lane.delayed.lock().unwrap().clear();
+        let r = ShutdownReport {
+            finished: finished1 - finished0,
+            cancelled: cancelled1 - cancelled0,
+            interrupted: lane.stats.interrupts.load(Ordering::Relaxed) - interrupts0,
+            abandoned: lane.stats.abandoned.load(Ordering::Relaxed) - abandoned0,
+            drained,
+        };
+        *report = Some(r);
+        r
     }
 }
 
@@ -346,9 +465,12 @@ impl Engine {
     }
 
     /// Warnings raised while building (mode fallback, prelude modules that
-    /// failed to import).
-    pub fn warnings(&self) -> &[String] {
-        &self.shared.warnings
+    /// failed to import) and while running (quarantined workers, abandoned
+    /// interpreters). Each is also printed to stderr when raised.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = self.shared.warnings.clone();
+        w.extend(self.shared.lane.warnings());
+        w
     }
 
     /// Binds `module.function` with default options (unbatched). The module
@@ -370,27 +492,54 @@ impl Engine {
                 max_batch_delay: None,
                 max_in_flight: 8192,
                 vectorized: false,
+                timeout: None,
                 map_chunks: MapChunks::Guided,
             },
         }
     }
 
     /// Finishes every accepted task, then stops the workers and ends their
-    /// interpreters. New submissions fail with [`Error::is_shutdown`].
-    pub fn shutdown(self) {
-        self.shared.stop(true);
+    /// interpreters, waiting at most the builder's
+    /// [`shutdown_timeout`](EngineBuilder::shutdown_timeout) (then as
+    /// [`shutdown_timeout`](Self::shutdown_timeout)). New submissions fail
+    /// with [`Error::is_shutdown`]. Dropping the engine does the same.
+    pub fn shutdown(self) -> ShutdownReport {
+        self.shared.stop(true, self.shared.shutdown_timeout)
     }
 
-    /// Cancels every task not yet running (their futures resolve with
-    /// [`Error::is_cancelled`]), waits for running batches, then stops.
-    pub fn shutdown_now(self) {
-        self.shared.stop(false);
+    /// Drains gracefully until `timeout`: accepted tasks run to completion.
+    /// Past it, every task not running is cancelled (its future resolves
+    /// with [`Error::is_cancelled`]) and running ones are interrupted; one
+    /// that does not stop within the interrupt grace period is abandoned
+    /// with its worker (thread and interpreter never ended). Workers also
+    /// wait until `timeout` for threads their tasks started; an
+    /// interpreter with threads still alive then is abandoned rather than
+    /// ended (ending it would abort the process). Never blocks longer than
+    /// about `timeout` + grace + 2 s; every future resolves.
+    ///
+    /// ```no_run
+    /// # fn main() -> gilpool::Result<()> {
+    /// let engine = gilpool::Engine::builder().sys_path("python").build()?;
+    /// let report = engine.shutdown_timeout(std::time::Duration::from_secs(5));
+    /// assert!(report.drained);
+    /// # Ok(()) }
+    /// ```
+    pub fn shutdown_timeout(self, timeout: Duration) -> ShutdownReport {
+        self.shared.stop(true, timeout)
+    }
+
+    /// Cancels every task not running — queued, batched, committed in the
+    /// prefetch window — (their futures resolve with
+    /// [`Error::is_cancelled`]), interrupts running ones, then stops as
+    /// [`shutdown_timeout`](Self::shutdown_timeout) past its deadline.
+    pub fn shutdown_now(self) -> ShutdownReport {
+        self.shared.stop(false, Duration::ZERO)
     }
 }
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        self.shared.stop(true);
+        self.shared.stop(true, self.shared.shutdown_timeout);
     }
 }
 
@@ -431,6 +580,19 @@ impl HandlerBuilder<'_> {
     /// Bound on submitted-but-unfinished tasks (default 8192).
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.options.max_in_flight = n;
+        self
+    }
+    /// A deadline for each of the handler's tasks, counted from submit
+    /// (default none). A task past it that has not started never runs; one
+    /// that is running is interrupted in its own interpreter (a
+    /// `KeyboardInterrupt` in its thread only), and its worker goes on. Its
+    /// future resolves with [`Error::is_timeout`]. A task that cannot be
+    /// interrupted (blocked in C) resolves with the timeout after the
+    /// engine's [`interrupt_grace`](EngineBuilder::interrupt_grace), and its
+    /// worker is quarantined and replaced. With a timeout, `map` submits
+    /// each input as its own task (each gets its deadline).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.options.timeout = Some(timeout);
         self
     }
     /// How [`Handler::map`](crate::Handler::map) groups inputs into tasks

@@ -41,16 +41,20 @@ pub(crate) enum ErrorKind {
     Conversion(String),
     /// A batched handler's function broke the list-in, list-out contract.
     BatchShape(String),
-    /// A commit or callback closure panicked.
+    /// User code run by gilpool panicked (the phase and the message).
     Panic(String),
+    /// The worker running the task was lost (it panicked outside the
+    /// task's own code); the worker itself goes on or is replaced.
+    WorkerLost(String),
     /// The engine is shut down (or shutting down) and took no new work.
     Shutdown,
-    /// The task was cancelled before it ran (`shutdown_now`, or dropped).
-    Cancelled,
+    /// The task was cancelled: before it ran (`cancel`, `shutdown_now`,
+    /// dropped), or interrupted while running.
+    Cancelled(String),
     /// The handler's in-flight bound is reached (`try_submit`).
     Full,
-    /// A timed wait ran out.
-    Timeout,
+    /// A deadline passed: the task's own, or a timed wait for room.
+    Timeout(String),
     /// The result of this future was already taken.
     Consumed,
 }
@@ -117,25 +121,36 @@ impl Error {
     pub fn is_batch_shape(&self) -> bool {
         matches!(self.kind, ErrorKind::BatchShape(_))
     }
-    /// A commit or callback closure panicked.
+    /// User code run by gilpool panicked: a commit or callback closure, or
+    /// an argument or result conversion (the message names the phase).
     pub fn is_panic(&self) -> bool {
         matches!(self.kind, ErrorKind::Panic(_))
+    }
+    /// The worker holding the task was lost (a panic outside the task's
+    /// own code); the pool keeps its size.
+    pub fn is_worker_lost(&self) -> bool {
+        matches!(self.kind, ErrorKind::WorkerLost(_))
     }
     /// The engine is shut down.
     pub fn is_shutdown(&self) -> bool {
         matches!(self.kind, ErrorKind::Shutdown)
     }
-    /// The task was cancelled before it ran.
+    /// The task was cancelled ([`TaskFuture::cancel`](crate::TaskFuture::cancel),
+    /// a shutdown that did not drain it): before it ran, or interrupted.
     pub fn is_cancelled(&self) -> bool {
-        matches!(self.kind, ErrorKind::Cancelled)
+        matches!(self.kind, ErrorKind::Cancelled(_))
     }
     /// The handler's in-flight bound was reached.
     pub fn is_full(&self) -> bool {
         matches!(self.kind, ErrorKind::Full)
     }
-    /// A timed wait ran out.
+    /// A deadline passed: the task's own
+    /// ([`HandlerBuilder::timeout`](crate::HandlerBuilder::timeout),
+    /// [`Handler::submit_deadline`](crate::Handler::submit_deadline)) —
+    /// before it started, or while it ran and was interrupted — or a timed
+    /// wait for room in a full handler.
     pub fn is_timeout(&self) -> bool {
-        matches!(self.kind, ErrorKind::Timeout)
+        matches!(self.kind, ErrorKind::Timeout(_))
     }
 }
 
@@ -163,11 +178,12 @@ impl fmt::Display for Error {
             ErrorKind::Python(e) => write!(f, "Python raised {e}"),
             ErrorKind::Conversion(m) => write!(f, "conversion failed: {m}"),
             ErrorKind::BatchShape(m) => write!(f, "batched handler broke its contract: {m}"),
-            ErrorKind::Panic(m) => write!(f, "a closure panicked: {m}"),
+            ErrorKind::Panic(m) => write!(f, "panicked in {m}"),
+            ErrorKind::WorkerLost(m) => write!(f, "the task's worker was lost: {m}"),
             ErrorKind::Shutdown => f.write_str("the engine is shut down"),
-            ErrorKind::Cancelled => f.write_str("the task was cancelled before it ran"),
+            ErrorKind::Cancelled(m) => f.write_str(m),
             ErrorKind::Full => f.write_str("the handler's in-flight limit is reached"),
-            ErrorKind::Timeout => f.write_str("timed out"),
+            ErrorKind::Timeout(m) => write!(f, "timed out: {m}"),
             ErrorKind::Consumed => f.write_str("the result was already taken from this future"),
         }
     }

@@ -2,10 +2,10 @@
 
 use crate::convert::{FromPython, IntoArgs};
 use crate::error::{Error, ErrorKind, Result, TrySubmitError};
-use crate::lane::{Batch, Job, Lane, LaneKind};
+use crate::lane::{Job, Lane, LaneKind};
 use crate::sched::batcher::{BatchPolicy, Batcher, Pushed};
 use crate::sched::permits::{AcquireError, Permits};
-use crate::task::{ChunkTask, Completer, Task, TaskFuture, TypedTask, WAIT_SPIN};
+use crate::task::{ChunkTask, Completer, Deadline, Task, TaskFuture, TypedTask, WAIT_SPIN};
 use gilpool_ffi::Object;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,6 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The phase a panic in the built-in result conversion is reported in.
+const RESULT_CONVERSION: &str = "result conversion";
 
 /// How a handler batches and bounds its work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +26,39 @@ pub(crate) struct HandlerOptions {
     pub(crate) max_in_flight: usize,
     pub(crate) vectorized: bool,
     pub(crate) map_chunks: MapChunks,
+    pub(crate) timeout: Option<Duration>,
+}
+
+/// One handler's task counters.
+#[derive(Debug, Default)]
+pub(crate) struct HandlerStats {
+    pub(crate) submitted: AtomicU64,
+    pub(crate) completed: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) cancelled: AtomicU64,
+    pub(crate) timed_out: AtomicU64,
+}
+
+impl HandlerStats {
+    /// Counts one delivered outcome.
+    pub(crate) fn count<R>(&self, outcome: &Result<R>) {
+        let counter = match outcome {
+            Ok(_) => &self.completed,
+            Err(e) if e.is_cancelled() => &self.cancelled,
+            Err(e) if e.is_timeout() => &self.timed_out,
+            Err(_) => &self.failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// (tasks that ran to an outcome of their own, tasks cancelled).
+    pub(crate) fn finished_cancelled(&self) -> (u64, u64) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        (
+            get(&self.completed) + get(&self.failed) + get(&self.timed_out),
+            get(&self.cancelled),
+        )
+    }
 }
 
 /// How [`Handler::map`] groups inputs into tasks (a handler that is not
@@ -59,6 +95,7 @@ pub(crate) struct HandlerCore {
     pub(crate) batcher: Batcher<Box<dyn Task>>,
     pub(crate) permits: Arc<Permits>,
     pub(crate) lane: Arc<Lane>,
+    pub(crate) stats: HandlerStats,
 }
 
 impl HandlerCore {
@@ -80,6 +117,7 @@ impl HandlerCore {
             }),
             permits: Arc::new(Permits::new(options.max_in_flight)),
             lane,
+            stats: HandlerStats::default(),
         }
     }
 
@@ -149,6 +187,10 @@ impl Handler {
     pub fn max_in_flight(&self) -> usize {
         self.core.permits.capacity()
     }
+    /// The deadline each task gets ([`HandlerBuilder::timeout`](crate::HandlerBuilder::timeout)).
+    pub fn timeout(&self) -> Option<Duration> {
+        self.core.options.timeout
+    }
     /// `(items waiting to be batched, batches committed and not started)`.
     pub fn staged(&self) -> (usize, usize) {
         self.core.batcher.counts()
@@ -170,13 +212,41 @@ impl Handler {
         self.submit_with(move || Ok(args), convert)?.wait()
     }
 
+    /// Like [`submit`](Self::submit), with this task's own deadline,
+    /// `timeout` from now, instead of the handler's (see
+    /// [`HandlerBuilder::timeout`](crate::HandlerBuilder::timeout)).
+    ///
+    /// ```no_run
+    /// # fn main() -> gilpool::Result<()> {
+    /// # use std::time::Duration;
+    /// let engine = gilpool::Engine::builder().sys_path("python").build()?;
+    /// let heavy = engine.load("gilpool_workloads", "heavy")?;
+    /// let fut = heavy.submit_deadline::<_, i64>((1_000_000_000,), Duration::from_millis(100))?;
+    /// assert!(fut.wait().unwrap_err().is_timeout());
+    /// # Ok(()) }
+    /// ```
+    pub fn submit_deadline<A: IntoArgs, R: FromPython + Send + 'static>(
+        &self,
+        args: A,
+        timeout: Duration,
+    ) -> Result<TaskFuture<R>> {
+        self.acquire(None)?;
+        Ok(self.enqueue_with(
+            move || Ok(args),
+            from_python::<R>,
+            RESULT_CONVERSION,
+            Some(Deadline::after(timeout)),
+        ))
+    }
+
     /// Submits a call; blocks while the handler's in-flight bound is
     /// reached. Fails only when the engine is shut down.
     pub fn submit<A: IntoArgs, R: FromPython + Send + 'static>(
         &self,
         args: A,
     ) -> Result<TaskFuture<R>> {
-        self.submit_with(move || Ok(args), from_python::<R>)
+        self.acquire(None)?;
+        Ok(self.enqueue(move || Ok(args), from_python::<R>, RESULT_CONVERSION))
     }
 
     /// Like [`submit`](Self::submit), but gives up after `timeout` while the
@@ -187,7 +257,7 @@ impl Handler {
         timeout: Duration,
     ) -> Result<TaskFuture<R>, TrySubmitError<A>> {
         match self.acquire(Some(timeout)) {
-            Ok(()) => Ok(self.enqueue(move || Ok(args), from_python::<R>)),
+            Ok(()) => Ok(self.enqueue(move || Ok(args), from_python::<R>, RESULT_CONVERSION)),
             Err(e) => Err(TrySubmitError::new(e, args)),
         }
     }
@@ -199,7 +269,7 @@ impl Handler {
         args: A,
     ) -> Result<TaskFuture<R>, TrySubmitError<A>> {
         match self.try_acquire() {
-            Ok(()) => Ok(self.enqueue(move || Ok(args), from_python::<R>)),
+            Ok(()) => Ok(self.enqueue(move || Ok(args), from_python::<R>, RESULT_CONVERSION)),
             Err(e) => Err(TrySubmitError::new(e, args)),
         }
     }
@@ -217,7 +287,7 @@ impl Handler {
         R: Send + 'static,
     {
         self.acquire(None)?;
-        Ok(self.enqueue(commit, callback))
+        Ok(self.enqueue(commit, callback, "callback"))
     }
 
     /// Runs the function over `inputs`, yielding results in input order.
@@ -249,12 +319,15 @@ impl Handler {
         R: FromPython + Send + 'static,
     {
         let opts = self.core.options;
-        let chunk = if opts.vectorized { 1 } else { opts.batch_size };
+        // Vectorized handlers batch per input; so do handlers with a
+        // timeout, where every input gets its own deadline.
+        let per_input = opts.vectorized || opts.timeout.is_some();
+        let chunk = if per_input { 1 } else { opts.batch_size };
         MapIter {
             // One shared GIL runs one chunk at a time whatever their size:
             // long chunks there only make the workers force each other off
             // the GIL every switch interval.
-            guided: !opts.vectorized
+            guided: !per_input
                 && opts.map_chunks == MapChunks::Guided
                 && self.core.lane.kind == LaneKind::Sub,
             workers: self.core.lane.pool.workers().max(1),
@@ -277,13 +350,12 @@ impl Handler {
         R: FromPython + Send + 'static,
     {
         self.acquire(None)?;
-        let (done, future) = Completer::new(self.core.permits.clone());
-        let task: Box<dyn Task> = Box::new(ChunkTask::new(inputs, done));
-        self.core.lane.pool.inject(Job::Batch(Batch {
+        self.core.stats.submitted.fetch_add(1, Ordering::Relaxed);
+        let (done, future) = Completer::new(self.core.clone(), None);
+        self.core.lane.pool.inject(Job::Chunk {
             handler: self.core.clone(),
-            tasks: vec![task],
-            prefetched: false,
-        }));
+            chunk: Box::new(ChunkTask::new(inputs, done)),
+        });
         Ok(future)
     }
 
@@ -309,16 +381,35 @@ impl Handler {
         })
     }
 
-    /// With a permit held: wraps the task and stages it.
-    fn enqueue<C, P, F, R>(&self, commit: C, callback: F) -> TaskFuture<R>
+    /// With a permit held: wraps the task (with the handler's timeout) and
+    /// stages it. `phase` names the callback in panic messages.
+    fn enqueue<C, P, F, R>(&self, commit: C, callback: F, phase: &'static str) -> TaskFuture<R>
     where
         C: FnOnce() -> Result<P> + Send + 'static,
         P: IntoArgs,
         F: for<'py> FnOnce(Object<'py>) -> Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        let (done, future) = Completer::new(self.core.permits.clone());
-        let task: Box<dyn Task> = Box::new(TypedTask::new(commit, callback, done));
+        let deadline = self.core.options.timeout.map(Deadline::after);
+        self.enqueue_with(commit, callback, phase, deadline)
+    }
+
+    fn enqueue_with<C, P, F, R>(
+        &self,
+        commit: C,
+        callback: F,
+        phase: &'static str,
+        deadline: Option<Deadline>,
+    ) -> TaskFuture<R>
+    where
+        C: FnOnce() -> Result<P> + Send + 'static,
+        P: IntoArgs,
+        F: for<'py> FnOnce(Object<'py>) -> Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        self.core.stats.submitted.fetch_add(1, Ordering::Relaxed);
+        let (done, future) = Completer::new(self.core.clone(), deadline);
+        let task: Box<dyn Task> = Box::new(TypedTask::new(commit, callback, phase, done));
         match self.core.batcher.push(task, self.core.clock()) {
             Pushed::Batch(batch) => Lane::publish(&self.core, batch),
             Pushed::Waiting(true) => self.core.lane.pool.wake_all(),
@@ -342,7 +433,9 @@ impl Handler {
 
 fn acquire_error(e: AcquireError) -> Error {
     match e {
-        AcquireError::Timeout => Error::new(ErrorKind::Timeout),
+        AcquireError::Timeout => Error::new(ErrorKind::Timeout(
+            "the handler stayed full (max_in_flight) for the whole wait".into(),
+        )),
         AcquireError::Closed => Error::new(ErrorKind::Shutdown),
     }
 }

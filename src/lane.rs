@@ -3,10 +3,16 @@
 //! main lane's workers share the main interpreter (and its GIL).
 
 use crate::handler::HandlerCore;
-use crate::sched::pool::Pool;
+use crate::sched::pool::{Local, Pool};
+use crate::slot::Slot;
 use crate::task::Task;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use crate::watchdog::Watch;
+use crate::worker::{self, WorkerStart};
+use gilpool_ffi::Runtime;
+use std::sync::atomic::AtomicU64;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 /// Which interpreters a lane's workers run in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,14 +23,29 @@ pub(crate) enum LaneKind {
     Main,
 }
 
+impl LaneKind {
+    /// The name in thread names and messages.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            LaneKind::Sub => "sub",
+            LaneKind::Main => "main",
+        }
+    }
+}
+
 /// What travels through a lane's queues.
 pub(crate) enum Job {
     /// Committed tasks of one handler.
     Batch(Batch),
+    /// Many inputs of one handler's `map`, as one unit.
+    Chunk {
+        handler: Arc<HandlerCore>,
+        chunk: Box<dyn crate::task::Chunk>,
+    },
     /// Import and check a handler's function; reply with the outcome.
     Resolve {
         handler: Arc<HandlerCore>,
-        reply: std::sync::mpsc::Sender<crate::Result<()>>,
+        reply: Sender<crate::Result<()>>,
     },
 }
 
@@ -37,12 +58,44 @@ pub(crate) struct Batch {
     pub(crate) prefetched: bool,
 }
 
+/// How a lane starts its workers (and replacements).
+#[derive(Debug, Clone)]
+pub(crate) struct LaneConfig {
+    pub(crate) runtime: &'static Runtime,
+    pub(crate) sys_path: Vec<String>,
+    pub(crate) idle_spin: Duration,
+    pub(crate) cores: Vec<core_affinity::CoreId>,
+    pub(crate) stack_size: usize,
+    /// How long a running task past its deadline (or cancelled) gets to
+    /// stop after the first interrupt before its worker is quarantined.
+    pub(crate) grace: Duration,
+}
+
+/// Counters of events that belong to a lane rather than a handler.
+#[derive(Debug, Default)]
+pub(crate) struct LaneStats {
+    pub(crate) interrupts: AtomicU64,
+    pub(crate) quarantines: AtomicU64,
+    pub(crate) abandoned: AtomicU64,
+}
+
 /// The shared state of one lane.
 pub(crate) struct Lane {
     pub(crate) kind: LaneKind,
     pub(crate) pool: Arc<Pool<Job>>,
+    pub(crate) slots: Vec<Arc<Slot>>,
+    pub(crate) config: LaneConfig,
+    pub(crate) watch: Watch,
+    pub(crate) stats: LaneStats,
     /// Handlers with a `max_batch_delay`, whose deadlines idle workers keep.
     pub(crate) delayed: Mutex<Vec<Arc<HandlerCore>>>,
+    /// Threads serving a slot as its current generation.
+    live: Mutex<usize>,
+    exited: Condvar,
+    /// Until when exiting workers wait for threads their tasks left
+    /// behind before abandoning their interpreter (set by shutdown).
+    end_by: Mutex<Option<Instant>>,
+    warnings: Mutex<Vec<String>>,
 }
 
 impl std::fmt::Debug for Lane {
@@ -55,6 +108,111 @@ impl std::fmt::Debug for Lane {
 }
 
 impl Lane {
+    pub(crate) fn new(kind: LaneKind, workers: usize, config: LaneConfig) -> Arc<Lane> {
+        let (pool, locals) = Pool::new(workers);
+        let slots = locals
+            .into_iter()
+            .enumerate()
+            .map(|(i, local): (usize, Local<Job>)| Arc::new(Slot::new(i, local)))
+            .collect();
+        Arc::new(Lane {
+            kind,
+            pool,
+            slots,
+            config,
+            watch: Watch::default(),
+            stats: LaneStats::default(),
+            delayed: Mutex::new(Vec::new()),
+            live: Mutex::new(0),
+            exited: Condvar::new(),
+            end_by: Mutex::new(None),
+            warnings: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Starts a thread serving `slot` as `generation`; it reports on
+    /// `ready` once its interpreter is up (or failed).
+    pub(crate) fn spawn_worker(
+        self: &Arc<Lane>,
+        slot: usize,
+        generation: u64,
+        ready: Option<Sender<Result<(), String>>>,
+    ) -> std::io::Result<()> {
+        *self.live.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        let start = WorkerStart {
+            lane: self.clone(),
+            slot,
+            generation,
+            ready,
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("gilpool-{}-{slot}", self.kind.name()))
+            .stack_size(self.config.stack_size)
+            .spawn(move || worker::run(start));
+        if spawned.is_err() {
+            self.worker_left();
+        }
+        spawned.map(drop)
+    }
+
+    /// A thread stopped serving its slot (it exited, or was quarantined).
+    pub(crate) fn worker_left(&self) {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        *live -= 1;
+        if *live == 0 {
+            self.exited.notify_all();
+        }
+    }
+
+    /// Waits until no thread serves a slot, at most until `deadline`;
+    /// returns how many still do.
+    pub(crate) fn wait_exited(&self, deadline: Instant) -> usize {
+        let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        while *live > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            live = self
+                .exited
+                .wait_timeout(live, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        *live
+    }
+
+    pub(crate) fn set_end_by(&self, deadline: Instant) {
+        let mut end_by = self.end_by.lock().unwrap_or_else(|e| e.into_inner());
+        if end_by.is_none() {
+            *end_by = Some(deadline);
+        }
+    }
+
+    /// Until when an exiting worker waits for threads its tasks left.
+    pub(crate) fn end_by(&self) -> Instant {
+        self.end_by
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(1))
+    }
+
+    /// Records a warning raised while running (and prints it).
+    pub(crate) fn warn(&self, w: String) {
+        eprintln!("gilpool: warning: {w}");
+        self.warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(w);
+    }
+
+    pub(crate) fn warnings(&self) -> Vec<String> {
+        self.warnings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Commits `tasks` (no GIL: the caller is never attached) and publishes
     /// them as a batch. Tasks whose commit fails complete with that error;
     /// if none is left, the prefetch slot passes to the next batch.

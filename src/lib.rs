@@ -18,7 +18,10 @@
 //! - [`Python`], [`Object`]: the attachment token and objects bound to it,
 //!   seen only inside callbacks; [`PyException`]: a Python exception as data.
 //! - [`Error`], [`Result`], [`TrySubmitError`]: errors.
-//! - [`finalize`], [`is_attached`], [`DEFAULT_PRELUDE`], [`PythonVersion`].
+//! - [`ShutdownReport`]: what [`Engine::shutdown_timeout`] did.
+//! - [`finalize`], [`finalize_timeout`], [`is_attached`], [`DEFAULT_PRELUDE`],
+//!   [`PythonVersion`], [`DEFAULT_SHUTDOWN_TIMEOUT`], [`DEFAULT_INTERRUPT_GRACE`],
+//!   [`DEFAULT_STACK_SIZE`].
 //!
 //! ```no_run
 //! use gilpool::{Engine, Mode};
@@ -60,25 +63,40 @@ mod error;
 mod handler;
 mod lane;
 pub(crate) mod sched;
+mod slot;
 mod task;
 mod value;
+mod watchdog;
 mod worker;
 
 pub use convert::{Args, CallArgs, FromPython, IntoArgs, IntoPython};
-pub use engine::{Engine, EngineBuilder, HandlerBuilder, Mode};
+pub use engine::{
+    Engine, EngineBuilder, HandlerBuilder, Mode, ShutdownReport, DEFAULT_INTERRUPT_GRACE,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+};
 pub use error::{Error, Result, TrySubmitError};
 pub use gilpool_ffi::runtime::DEFAULT_PRELUDE;
 pub use gilpool_ffi::{is_attached, Object, PyException, Python, PythonVersion};
 pub use handler::{Handler, MapChunks, MapIter};
 pub use task::TaskFuture;
 pub use value::Value;
+pub use worker::DEFAULT_STACK_SIZE;
 
 /// Finalises the embedded Python runtime (`Py_FinalizeEx`). Call it once,
 /// after every [`Engine`] is shut down, to run Python's exit handlers and
 /// flush its buffers; no engine can be built in this process afterwards.
-/// Refused (an [`Error::is_init`] error) while any engine's workers are alive.
+/// Refused (an [`Error::is_init`] error) while any engine's workers are
+/// alive, while an interpreter abandoned at shutdown is alive, and when
+/// non-daemon Python threads that tasks started in the main interpreter are
+/// still running after [`DEFAULT_SHUTDOWN_TIMEOUT`] (`Py_FinalizeEx` would
+/// wait for them forever). See [`finalize_timeout`].
 pub fn finalize() -> Result<()> {
-    match gilpool_ffi::Runtime::finalize() {
+    finalize_timeout(DEFAULT_SHUTDOWN_TIMEOUT)
+}
+
+/// [`finalize`], waiting at most `timeout` for non-daemon Python threads.
+pub fn finalize_timeout(timeout: std::time::Duration) -> Result<()> {
+    match gilpool_ffi::Runtime::finalize_within(timeout) {
         Ok(0) => Ok(()),
         Ok(code) => Err(error::Error::new(error::ErrorKind::Init(format!(
             "Py_FinalizeEx returned {code}"

@@ -1,79 +1,231 @@
-//! Tasks (type-erased, as the scheduler moves them) and `TaskFuture`.
+//! Tasks (type-erased, as the scheduler moves them), their shared state,
+//! and `TaskFuture`.
+//!
+//! Every task has one [`Shared`] cell, reached by its future, its worker
+//! and (for deadlines and cancellation) the watchdog. It holds the result
+//! slot, a `delivered` flag that makes completion exactly-once whoever
+//! completes first (the worker, the watchdog, `cancel`, shutdown), and a
+//! run state: `QUEUED` until a worker begins the task, `RUNNING` after,
+//! `STOPPED` when it was cancelled or expired before it began. The worker
+//! and a canceller race on `QUEUED` with a compare-and-swap, so a task
+//! stopped before it starts never runs.
 
 use crate::convert::{CallArgs, FromPython, IntoArgs};
 use crate::error::{panic_message, Error, ErrorKind, Result};
+use crate::handler::HandlerCore;
 use crate::sched::cell::CompletionCell;
-use crate::sched::permits::Permits;
+use crate::watchdog::{Reason, RunCtx};
 use gilpool_ffi::{Object, Python};
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-/// One task as the scheduler sees it: committed with no GIL, then run
-/// attached to a worker's interpreter.
+const QUEUED: u8 = 0;
+const RUNNING: u8 = 1;
+const STOPPED: u8 = 2;
+
+/// A task's deadline: when, and the timeout it came from (for messages).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadline {
+    pub(crate) at: Instant,
+    pub(crate) timeout: Duration,
+}
+
+impl Deadline {
+    pub(crate) fn after(timeout: Duration) -> Deadline {
+        Deadline {
+            at: Instant::now() + timeout,
+            timeout,
+        }
+    }
+}
+
+/// What the watchdog, shutdown and `cancel` can do to a task without
+/// knowing its types.
+pub(crate) trait Control: Send + Sync {
+    /// A worker begins the task: `false` if it was stopped first.
+    fn begin(&self) -> bool;
+    /// Stops a task that has not begun, completing it with `err`.
+    fn stop_queued(&self, err: Error) -> bool;
+    /// Completes the future with `err` unless it is complete.
+    fn resolve(&self, err: Error) -> bool;
+    /// Whether the future is complete.
+    fn is_resolved(&self) -> bool;
+    /// The task's deadline, if it has one.
+    fn deadline(&self) -> Option<Deadline>;
+}
+
+/// The state one task's future, worker and watchdog share.
+pub(crate) struct Shared<R> {
+    cell: CompletionCell<Result<R>>,
+    delivered: AtomicBool,
+    state: AtomicU8,
+    deadline: Option<Deadline>,
+    handler: Arc<HandlerCore>,
+}
+
+impl<R> Shared<R> {
+    /// Completes the future unless something completed it already; returns
+    /// the handler's in-flight permit and counts the outcome.
+    fn deliver(&self, value: Result<R>) -> bool {
+        if self.delivered.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.handler.stats.count(&value);
+        // The permit goes back first: a waiter that sees the result must
+        // also see the room it frees (`in_flight` counts unfinished tasks).
+        self.handler.permits.release();
+        let _ = self.cell.complete(value);
+        true
+    }
+}
+
+impl<R: Send> Control for Shared<R> {
+    fn begin(&self) -> bool {
+        self.state
+            .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    fn stop_queued(&self, err: Error) -> bool {
+        self.state
+            .compare_exchange(QUEUED, STOPPED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+            && self.deliver(Err(err))
+    }
+
+    fn resolve(&self, err: Error) -> bool {
+        self.deliver(Err(err))
+    }
+
+    fn is_resolved(&self) -> bool {
+        self.delivered.load(Ordering::Acquire)
+    }
+
+    fn deadline(&self) -> Option<Deadline> {
+        self.deadline
+    }
+}
+
+/// Completes a task's future, exactly once. Dropped without completing (a
+/// cancelled or lost task), it completes the future with a cancellation
+/// error, or, while its thread unwinds from a panic, with an error saying
+/// the worker lost it: no future is left pending.
+pub(crate) struct Completer<R> {
+    shared: Arc<Shared<R>>,
+}
+
+impl<R: Send + 'static> Completer<R> {
+    /// A completer and its future; with a deadline, the watchdog learns of it.
+    pub(crate) fn new(
+        handler: Arc<HandlerCore>,
+        deadline: Option<Deadline>,
+    ) -> (Completer<R>, TaskFuture<R>) {
+        let shared = Arc::new(Shared {
+            cell: CompletionCell::new(),
+            delivered: AtomicBool::new(false),
+            state: AtomicU8::new(QUEUED),
+            deadline,
+            handler,
+        });
+        if let Some(d) = deadline {
+            let weak: std::sync::Weak<dyn Control> =
+                Arc::downgrade(&(shared.clone() as Arc<dyn Control>));
+            shared.handler.lane.watch.deadline(d.at, weak);
+        }
+        (
+            Completer {
+                shared: shared.clone(),
+            },
+            TaskFuture { shared },
+        )
+    }
+}
+
+impl<R: Send + 'static> Completer<R> {
+    pub(crate) fn complete(&self, value: Result<R>) {
+        self.shared.deliver(value);
+    }
+
+    pub(crate) fn control(&self) -> Arc<dyn Control> {
+        self.shared.clone()
+    }
+
+    /// The error for an interrupt of this task's run.
+    fn interrupted(&self, reason: Reason) -> Error {
+        reason.error(self.shared.deadline, false)
+    }
+}
+
+impl<R> Drop for Completer<R> {
+    fn drop(&mut self) {
+        if self.shared.delivered.load(Ordering::Acquire) {
+            return;
+        }
+        let err = if std::thread::panicking() {
+            Error::new(ErrorKind::WorkerLost(
+                "the worker running it panicked; the panic was contained and the worker goes on"
+                    .into(),
+            ))
+        } else {
+            Error::new(ErrorKind::Cancelled(
+                "the task was cancelled before it ran".into(),
+            ))
+        };
+        self.shared.deliver(Err(err));
+    }
+}
+
+/// Runs `f`, turning a panic into an [`Error::is_panic`] error naming `phase`.
+pub(crate) fn contain<T>(phase: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        Err(Error::new(ErrorKind::Panic(format!(
+            "{phase}: {}",
+            panic_message(&*p)
+        ))))
+    })
+}
+
+/// One call's task as the scheduler sees it: committed with no GIL, then
+/// run attached to a worker's interpreter.
 pub(crate) trait Task: Send {
     /// Runs the commit closure (no GIL held). On failure the task completes
     /// its future with the error and returns `false`.
     fn commit(&mut self) -> bool;
-    /// Converts the committed payload into call arguments (attached).
+    /// The task's shared state.
+    fn control(&self) -> Arc<dyn Control>;
+    /// Converts the committed payload into call arguments (attached). A
+    /// panic in the conversion is an error of this task.
     fn args<'py>(&mut self, py: Python<'py>) -> Result<CallArgs<'py>>;
     /// Delivers the call's outcome: runs the callback (attached) and
     /// completes the future.
     fn finish(self: Box<Self>, result: Result<Object<'_>>);
     /// Completes the future with `err` (any thread, attached or not).
     fn fail(self: Box<Self>, err: Error);
-    /// Runs the task attached to the interpreter `func` lives in: by
-    /// default one call of `func` with the task's arguments.
-    fn execute<'py>(mut self: Box<Self>, py: Python<'py>, func: &Object<'py>) {
-        let result = self.args(py).and_then(|a| {
-            func.call(&a.positional, a.keywords.as_ref())
-                .map_err(Error::from)
-        });
-        self.finish(result);
-    }
+    /// The error for an interrupt of this task's run.
+    fn interrupted(&self, reason: Reason) -> Error;
 }
 
-/// Returns a task's in-flight permit and completes its future, exactly once.
-/// Dropped without completing (a cancelled or lost task), it completes the
-/// future with a cancellation error: no future is left pending.
-pub(crate) struct Completer<R> {
-    cell: Option<Arc<CompletionCell<Result<R>>>>,
-    permits: Arc<Permits>,
-}
-
-impl<R> Completer<R> {
-    pub(crate) fn new(permits: Arc<Permits>) -> (Completer<R>, TaskFuture<R>) {
-        let cell = Arc::new(CompletionCell::new());
-        (
-            Completer {
-                cell: Some(cell.clone()),
-                permits,
-            },
-            TaskFuture { cell },
-        )
-    }
-
-    pub(crate) fn complete(mut self, value: Result<R>) {
-        self.deliver(value);
-    }
-
-    fn deliver(&mut self, value: Result<R>) {
-        if let Some(cell) = self.cell.take() {
-            // The permit goes back first: a waiter that sees the result must
-            // also see the room it frees (`in_flight` counts unfinished tasks).
-            self.permits.release();
-            let _ = cell.complete(value);
-        }
-    }
-}
-
-impl<R> Drop for Completer<R> {
-    fn drop(&mut self) {
-        self.deliver(Err(Error::new(ErrorKind::Cancelled)));
-    }
+/// Runs one task: one call of `func` with its arguments, then its callback.
+pub(crate) fn execute<'py>(
+    mut task: Box<dyn Task>,
+    py: Python<'py>,
+    func: &Object<'py>,
+    ctx: &RunCtx<'_>,
+) {
+    let result = task.args(py).and_then(|a| {
+        func.call(&a.positional, a.keywords.as_ref())
+            .map_err(Error::from)
+    });
+    let result = match ctx.interrupted(py) {
+        Some(reason) => Err(task.interrupted(reason)),
+        None => result,
+    };
+    task.finish(result);
 }
 
 enum Stage<C, P> {
@@ -86,15 +238,19 @@ enum Stage<C, P> {
 pub(crate) struct TypedTask<C, P, F, R> {
     stage: Stage<C, P>,
     callback: Option<F>,
-    done: Option<Completer<R>>,
+    /// What a panic in the callback is called ("result conversion" for the
+    /// built-in `FromPython` callback, "callback" for a user's).
+    phase: &'static str,
+    done: Completer<R>,
 }
 
 impl<C, P, F, R> TypedTask<C, P, F, R> {
-    pub(crate) fn new(commit: C, callback: F, done: Completer<R>) -> Self {
+    pub(crate) fn new(commit: C, callback: F, phase: &'static str, done: Completer<R>) -> Self {
         TypedTask {
             stage: Stage::Uncommitted(commit),
             callback: Some(callback),
-            done: Some(done),
+            phase,
+            done,
         }
     }
 }
@@ -104,7 +260,7 @@ where
     C: FnOnce() -> Result<P> + Send,
     P: IntoArgs,
     F: for<'py> FnOnce(Object<'py>) -> Result<R> + Send,
-    R: Send,
+    R: Send + 'static,
 {
     fn commit(&mut self) -> bool {
         let commit = match std::mem::replace(&mut self.stage, Stage::Spent) {
@@ -114,35 +270,33 @@ where
                 return true;
             }
         };
-        let outcome = catch_unwind(AssertUnwindSafe(commit)).unwrap_or_else(|p| {
-            Err(Error::new(ErrorKind::Panic(format!(
-                "commit: {}",
-                panic_message(&*p)
-            ))))
-        });
-        match outcome {
+        match contain("commit", commit) {
             Ok(payload) => {
                 self.stage = Stage::Committed(payload);
                 true
             }
             Err(e) => {
-                if let Some(done) = self.done.take() {
-                    done.complete(Err(e));
-                }
+                self.done.complete(Err(e));
                 false
             }
         }
     }
 
+    fn control(&self) -> Arc<dyn Control> {
+        self.done.control()
+    }
+
     fn args<'py>(&mut self, py: Python<'py>) -> Result<CallArgs<'py>> {
         match std::mem::replace(&mut self.stage, Stage::Spent) {
-            Stage::Committed(p) => p.into_args(py),
+            Stage::Committed(p) => contain("argument conversion", move || p.into_args(py)),
             Stage::Uncommitted(c) => {
-                // Not committed yet (cannot happen through the engine, which
-                // commits before publishing); commit now rather than fail.
+                // The engine commits before publishing; a task reaching a
+                // worker uncommitted is committed there rather than failed.
                 self.stage = Stage::Uncommitted(c);
                 if !self.commit() {
-                    return Err(Error::new(ErrorKind::Cancelled));
+                    return Err(Error::new(ErrorKind::Cancelled(
+                        "the task's commit failed".into(),
+                    )));
                 }
                 self.args(py)
             }
@@ -151,103 +305,136 @@ where
     }
 
     fn finish(mut self: Box<Self>, result: Result<Object<'_>>) {
-        let Some(done) = self.done.take() else { return };
         let value = match (result, self.callback.take()) {
-            (Ok(obj), Some(cb)) => {
-                catch_unwind(AssertUnwindSafe(move || cb(obj))).unwrap_or_else(|p| {
-                    Err(Error::new(ErrorKind::Panic(format!(
-                        "callback: {}",
-                        panic_message(&*p)
-                    ))))
-                })
-            }
+            (Ok(obj), Some(cb)) => contain(self.phase, move || cb(obj)),
             (Ok(_), None) => Err(Error::conversion("task callback already used")),
             (Err(e), _) => Err(e),
         };
-        done.complete(value);
+        self.done.complete(value);
     }
 
-    fn fail(mut self: Box<Self>, err: Error) {
-        if let Some(done) = self.done.take() {
-            done.complete(Err(err));
-        }
+    fn fail(self: Box<Self>, err: Error) {
+        self.done.complete(Err(err));
+    }
+
+    fn interrupted(&self, reason: Reason) -> Error {
+        self.done.interrupted(reason)
     }
 }
 
-/// Many calls of one function as one task: the fast path of
+/// Many calls of one function as one unit of work: the fast path of
 /// [`Handler::map`](crate::Handler::map). One allocation, one permit and one
 /// completion for the whole chunk; each input is converted, called and its
 /// result converted inside the worker's interpreter.
+pub(crate) trait Chunk: Send {
+    /// The chunk's shared state (its one future).
+    fn control(&self) -> Arc<dyn Control>;
+    /// Runs every input, attached.
+    fn run<'py>(self: Box<Self>, py: Python<'py>, func: &Object<'py>, ctx: &RunCtx<'_>);
+    /// Completes the chunk's future with `err`.
+    fn fail(self: Box<Self>, err: Error);
+}
+
+/// A [`Chunk`] of inputs of type `A` and results of type `R`.
 pub(crate) struct ChunkTask<A, R> {
     inputs: Vec<A>,
-    done: Option<Completer<Vec<Result<R>>>>,
+    done: Completer<Vec<Result<R>>>,
 }
 
 impl<A, R> ChunkTask<A, R> {
     pub(crate) fn new(inputs: Vec<A>, done: Completer<Vec<Result<R>>>) -> Self {
-        ChunkTask {
-            inputs,
-            done: Some(done),
-        }
+        ChunkTask { inputs, done }
     }
 }
 
-impl<A: IntoArgs, R: FromPython + Send> Task for ChunkTask<A, R> {
-    fn commit(&mut self) -> bool {
-        true
+impl<A: IntoArgs, R: FromPython + Send + 'static> Chunk for ChunkTask<A, R> {
+    fn control(&self) -> Arc<dyn Control> {
+        self.done.control()
     }
 
-    fn args<'py>(&mut self, _py: Python<'py>) -> Result<CallArgs<'py>> {
-        Err(Error::config("a chunk of map inputs is not one call"))
-    }
-
-    fn finish(self: Box<Self>, result: Result<Object<'_>>) {
-        let err = result
-            .err()
-            .unwrap_or_else(|| Error::config("a chunk of map inputs is not one call"));
-        self.fail(err);
-    }
-
-    fn fail(mut self: Box<Self>, err: Error) {
-        if let Some(done) = self.done.take() {
-            done.complete(Err(err));
-        }
-    }
-
-    fn execute<'py>(mut self: Box<Self>, py: Python<'py>, func: &Object<'py>) {
-        let out = self
-            .inputs
-            .drain(..)
-            .map(|a| {
-                let args = a.into_args(py)?;
+    fn run<'py>(mut self: Box<Self>, py: Python<'py>, func: &Object<'py>, ctx: &RunCtx<'_>) {
+        let mut out = Vec::with_capacity(self.inputs.len());
+        for a in self.inputs.drain(..) {
+            let item = contain("argument conversion", || a.into_args(py)).and_then(|args| {
                 let obj = func.call(&args.positional, args.keywords.as_ref())?;
-                R::from_python(&obj)
-            })
-            .collect();
-        if let Some(done) = self.done.take() {
-            done.complete(Ok(out));
+                contain("result conversion", || R::from_python(&obj))
+            });
+            if let Some(reason) = ctx.interrupted(py) {
+                self.done.complete(Err(self.done.interrupted(reason)));
+                return;
+            }
+            out.push(item);
         }
+        self.done.complete(Ok(out));
+    }
+
+    fn fail(self: Box<Self>, err: Error) {
+        self.done.complete(Err(err));
     }
 }
 
 /// The result of a submitted task.
 ///
 /// Await it (it implements [`Future`]), or block with [`wait`](Self::wait) /
-/// [`wait_timeout`](Self::wait_timeout). Every future resolves: with the
-/// result, the task's error, or a shutdown/cancellation error.
-#[derive(Debug)]
+/// [`wait_timeout`](Self::wait_timeout). Every future resolves exactly once:
+/// with the result, the task's error, or a shutdown, cancellation or
+/// timeout error.
 pub struct TaskFuture<R> {
-    cell: Arc<CompletionCell<Result<R>>>,
+    shared: Arc<Shared<R>>,
+}
+
+impl<R> std::fmt::Debug for TaskFuture<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskFuture")
+            .field("ready", &self.shared.cell.is_complete())
+            .finish()
+    }
 }
 
 /// How long a waiter spins before it blocks: a result that arrives within
 /// this window is picked up without a sleep/wake round trip.
 pub(crate) const WAIT_SPIN: Duration = Duration::from_micros(20);
 
+impl<R: Send + 'static> TaskFuture<R> {
+    /// Cancels the task. One that has not started never runs and its
+    /// future resolves at once with [`Error::is_cancelled`]; one that is
+    /// running is interrupted inside its own interpreter (a
+    /// `KeyboardInterrupt` raised in that thread only) and resolves with
+    /// `is_cancelled` when it stops — or, if it cannot be interrupted
+    /// (blocked in C), after the engine's interrupt grace period, when its
+    /// worker is quarantined and replaced. Returns `false` when the task
+    /// had already finished.
+    ///
+    /// ```no_run
+    /// # fn main() -> gilpool::Result<()> {
+    /// let engine = gilpool::Engine::builder().sys_path("python").build()?;
+    /// let heavy = engine.load("gilpool_workloads", "heavy")?;
+    /// let fut = heavy.submit::<_, i64>((10_000_000,))?;
+    /// fut.cancel();
+    /// assert!(fut.wait().unwrap_err().is_cancelled());
+    /// # Ok(()) }
+    /// ```
+    pub fn cancel(&self) -> bool {
+        let shared = &self.shared;
+        if shared.stop_queued(Error::new(ErrorKind::Cancelled(
+            "the task was cancelled before it ran".into(),
+        ))) {
+            return true;
+        }
+        if shared.is_resolved() {
+            return false;
+        }
+        let weak: std::sync::Weak<dyn Control> =
+            Arc::downgrade(&(shared.clone() as Arc<dyn Control>));
+        shared.handler.lane.watch.cancel(weak);
+        true
+    }
+}
+
 impl<R> TaskFuture<R> {
     /// Whether the result is ready.
     pub fn is_ready(&self) -> bool {
-        self.cell.is_complete()
+        self.shared.cell.is_complete()
     }
 
     /// Blocks until the task finished; returns its result.
@@ -262,15 +449,18 @@ impl<R> TaskFuture<R> {
         if spin {
             self.spin();
         }
-        self.cell
+        self.shared
+            .cell
             .wait()
             .unwrap_or_else(|| Err(Error::new(ErrorKind::Consumed)))
     }
 
     /// Blocks at most `timeout`. `None` if the task has not finished (call
-    /// again later); `Some(result)` once, then `Some(Err(..))` if called again.
+    /// again later); `Some(result)` once, then `Some(Err(..))` if called
+    /// again. Only the wait stops: the task goes on (see
+    /// [`cancel`](Self::cancel) and [`HandlerBuilder::timeout`](crate::HandlerBuilder::timeout)).
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<Result<R>> {
-        match self.cell.wait_timeout(timeout) {
+        match self.shared.cell.wait_timeout(timeout) {
             Ok(Some(v)) => Some(v),
             Ok(None) => Some(Err(Error::new(ErrorKind::Consumed))),
             Err(()) => None,
@@ -279,7 +469,7 @@ impl<R> TaskFuture<R> {
 
     fn spin(&self) {
         let start = Instant::now();
-        while !self.cell.is_complete() && start.elapsed() < WAIT_SPIN {
+        while !self.shared.cell.is_complete() && start.elapsed() < WAIT_SPIN {
             std::hint::spin_loop();
         }
     }
@@ -288,7 +478,8 @@ impl<R> TaskFuture<R> {
 impl<R> Future for TaskFuture<R> {
     type Output = Result<R>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<R>> {
-        self.cell
+        self.shared
+            .cell
             .poll(cx.waker())
             .map(|v| v.unwrap_or_else(|| Err(Error::new(ErrorKind::Consumed))))
     }

@@ -8,6 +8,7 @@ use pyo3_ffi as ffi;
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Serialises interpreter creation and destruction across threads. Python
 /// serialises parts of both itself; the rest (module finalisation touching
@@ -98,6 +99,34 @@ impl SubInterpreter {
         let tstate = self.tstate;
         std::mem::forget(self);
         end_sub(tstate);
+    }
+
+    /// Ends the interpreter once no other thread runs in it, waiting for
+    /// threads that tasks started until `deadline`. `Py_EndInterpreter`
+    /// with another thread alive is a fatal error, and it joins
+    /// non-daemon `threading` threads itself (forever, if they never end),
+    /// so past the deadline the interpreter is abandoned instead: never
+    /// ended, its memory kept, and `Err` says how many threads were left.
+    /// An abandoned interpreter counts as alive, so the runtime refuses to
+    /// finalise (CPython 3.12 aborts finalising with subinterpreters alive).
+    pub fn end_within(self, deadline: Instant) -> Result<(), usize> {
+        loop {
+            {
+                let guard = self.attach();
+                let others = guard.py().other_threads();
+                if others == 0 {
+                    drop(guard);
+                    self.end();
+                    return Ok(());
+                }
+                if Instant::now() >= deadline {
+                    drop(guard);
+                    std::mem::forget(self);
+                    return Err(others);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }
 

@@ -10,6 +10,7 @@
 //!   to one interpreter; [`Object`] borrows it.
 //! - [`PyException`]: a Python exception as owned Rust data.
 //! - [`Stash`]: an object kept inside one interpreter across attachments.
+//! - [`InterruptHandle`]: interrupts Python running on a worker thread.
 //!
 //! Invariants (see `docs/SAFETY.md`): one persistent thread state per worker
 //! thread; `PyGILState_*` is never used; a thread is attached to at most one
@@ -19,12 +20,14 @@
 mod attach;
 mod error;
 pub mod interp;
+mod interrupt;
 mod object;
 pub mod runtime;
 
 pub use attach::{is_attached, Attached, Python};
 pub use error::PyException;
 pub use interp::{attach, MainThreadState, SubInterpreter, WorkerState};
+pub use interrupt::InterruptHandle;
 pub use object::{Kind, Object, Stash};
 pub use runtime::{InitError, PythonVersion, Runtime, RuntimeConfig};
 

@@ -178,28 +178,27 @@ impl<'py> Object<'py> {
                 let mut ptrs: Vec<*mut ffi::PyObject> = args.iter().map(Object::as_ptr).collect();
                 // SAFETY: attached; `ptrs` holds `args.len()` live borrowed
                 // references kept alive by `args`; no kwnames.
-                unsafe {
-                    Object::from_owned_or_err(
-                        self.py,
-                        ffi::PyObject_Vectorcall(
-                            self.as_ptr(),
-                            ptrs.as_mut_ptr(),
-                            args.len(),
-                            std::ptr::null_mut(),
-                        ),
+                let out = unsafe {
+                    ffi::PyObject_Vectorcall(
+                        self.as_ptr(),
+                        ptrs.as_mut_ptr(),
+                        args.len(),
+                        std::ptr::null_mut(),
                     )
-                }
+                };
+                crate::interrupt::leave_if_forked();
+                // SAFETY: `out` is the call's new reference or null.
+                unsafe { Object::from_owned_or_err(self.py, out) }
             }
             Some(kw) => {
                 let tuple = self.py.tuple(args.to_vec())?;
                 // SAFETY: attached; `tuple` is a tuple and `kw` the caller's
                 // object (CPython type-checks it and raises if not a dict).
-                unsafe {
-                    Object::from_owned_or_err(
-                        self.py,
-                        ffi::PyObject_Call(self.as_ptr(), tuple.as_ptr(), kw.as_ptr()),
-                    )
-                }
+                let out =
+                    unsafe { ffi::PyObject_Call(self.as_ptr(), tuple.as_ptr(), kw.as_ptr()) };
+                crate::interrupt::leave_if_forked();
+                // SAFETY: `out` is the call's new reference or null.
+                unsafe { Object::from_owned_or_err(self.py, out) }
             }
         }
     }
@@ -208,12 +207,12 @@ impl<'py> Object<'py> {
     pub fn call1(&self, arg: &Object<'py>) -> Result<Object<'py>, PyException> {
         let mut ptrs = [arg.as_ptr()];
         // SAFETY: attached; one live borrowed reference kept alive by `arg`.
-        unsafe {
-            Object::from_owned_or_err(
-                self.py,
-                ffi::PyObject_Vectorcall(self.as_ptr(), ptrs.as_mut_ptr(), 1, std::ptr::null_mut()),
-            )
-        }
+        let out = unsafe {
+            ffi::PyObject_Vectorcall(self.as_ptr(), ptrs.as_mut_ptr(), 1, std::ptr::null_mut())
+        };
+        crate::interrupt::leave_if_forked();
+        // SAFETY: `out` is the call's new reference or null.
+        unsafe { Object::from_owned_or_err(self.py, out) }
     }
 
     /// `str(self)`.
@@ -605,6 +604,30 @@ impl<'py> Python<'py> {
 
     /// Runs `source` as statements in a fresh namespace (`exec`).
     pub fn run(self, source: &str) -> Result<(), PyException> {
+        self.exec(source).map(drop)
+    }
+
+    /// Runs `source` (statements that assign `result`, an `int`) and
+    /// returns `result`.
+    pub fn eval_usize(self, source: &str) -> Result<usize, PyException> {
+        let globals = self.exec(source)?;
+        let key = cstring("result")?;
+        // SAFETY: attached; `globals` is a dict; GetItemString returns a
+        // borrowed reference or null (no exception set).
+        let item = unsafe { ffi::PyDict_GetItemString(globals.as_ptr(), key.as_ptr()) };
+        if item.is_null() {
+            return Err(PyException::new("KeyError", "the snippet set no result"));
+        }
+        // SAFETY: attached; `item` is live while `globals` holds it.
+        let obj = unsafe { Object::from_borrowed_ptr(self, item) };
+        let v = obj
+            .extract_i64()?
+            .ok_or_else(|| PyException::new("OverflowError", "result out of range"))?;
+        Ok(usize::try_from(v).unwrap_or(0))
+    }
+
+    /// `exec(source, globals)` in a fresh namespace; returns the namespace.
+    fn exec(self, source: &str) -> Result<Object<'py>, PyException> {
         let code = cstring(source)?;
         // SAFETY: attached; new dict or null.
         let globals = unsafe { Object::from_owned_or_err(self, ffi::PyDict_New())? };
@@ -617,18 +640,17 @@ impl<'py> Python<'py> {
             return Err(PyException::fetch(self));
         }
         // SAFETY: attached; valid C string; globals is a dict used as locals too.
-        unsafe {
-            Object::from_owned_or_err(
-                self,
-                ffi::PyRun_String(
-                    code.as_ptr(),
-                    ffi::Py_file_input,
-                    globals.as_ptr(),
-                    globals.as_ptr(),
-                ),
+        let out = unsafe {
+            ffi::PyRun_String(
+                code.as_ptr(),
+                ffi::Py_file_input,
+                globals.as_ptr(),
+                globals.as_ptr(),
             )
-        }
-        .map(drop)
+        };
+        crate::interrupt::leave_if_forked();
+        // SAFETY: `out` is a new reference or null.
+        unsafe { Object::from_owned_or_err(self, out) }.map(|_| globals)
     }
 
     /// Puts `dirs` at the front of `sys.path` (each once).

@@ -80,6 +80,10 @@ pub enum InitError {
     Busy(usize),
     /// The runtime thread is gone.
     Gone,
+    /// Finalisation was refused because Python threads that tasks started
+    /// (non-daemon `threading` threads) were still running at the deadline:
+    /// `Py_FinalizeEx` would wait for them forever.
+    ThreadsAlive(usize),
 }
 
 impl fmt::Display for InitError {
@@ -94,6 +98,10 @@ impl fmt::Display for InitError {
                 "cannot finalise Python: {n} worker thread state(s) are still alive (shut every Engine down first)"
             ),
             InitError::Gone => f.write_str("the gilpool-main runtime thread has exited"),
+            InitError::ThreadsAlive(n) => write!(
+                f,
+                "cannot finalise Python: {n} non-daemon Python thread(s) started by tasks are still running"
+            ),
         }
     }
 }
@@ -204,9 +212,12 @@ impl Runtime {
     }
 
     /// Finalises the runtime (`Py_FinalizeEx`) on the thread that
-    /// initialised it. Refused while any worker thread state is alive.
-    /// Returns `Py_FinalizeEx`'s result (0 on success).
-    pub fn finalize() -> Result<i32, InitError> {
+    /// initialised it. Refused while any worker thread state is alive, and
+    /// when non-daemon Python threads in the main interpreter are still
+    /// running after waiting up to `timeout` for them (`Py_FinalizeEx`
+    /// would join them forever). Returns `Py_FinalizeEx`'s result (0 on
+    /// success).
+    pub fn finalize_within(timeout: std::time::Duration) -> Result<i32, InitError> {
         let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
         let rt = match &*state {
             State::Running(rt) => *rt,
@@ -216,6 +227,17 @@ impl Runtime {
         let live = LIVE_THREAD_STATES.load(Ordering::SeqCst);
         if live > 0 {
             return Err(InitError::Busy(live));
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let alive = rt.run_main(|py| py.eval_usize(NON_DAEMON_THREADS).unwrap_or(0))?;
+            if alive == 0 {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(InitError::ThreadsAlive(alive));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
         }
         let (tx, rx) = mpsc::channel();
         rt.commands
@@ -228,6 +250,17 @@ impl Runtime {
         Ok(code)
     }
 }
+
+/// Counts the main interpreter's live non-daemon `threading` threads other
+/// than the one asking (which is the runtime thread).
+const NON_DAEMON_THREADS: &str = "\
+import sys
+_t = sys.modules.get('threading')
+result = 0 if _t is None else sum(
+    1 for _x in _t.enumerate()
+    if _x.is_alive() and not _x.daemon and _x is not _t.current_thread()
+    and _x is not _t.main_thread() and not isinstance(_x, _t._DummyThread))
+";
 
 type Ready = Result<(PythonVersion, String, Vec<String>), InitError>;
 
@@ -245,6 +278,7 @@ fn main_thread(
             return;
         }
     };
+    crate::interrupt::install_fork_guard();
     let facts = {
         // SAFETY: `tstate` is this thread's detached main thread state.
         let guard = unsafe { Attached::new(tstate) };

@@ -129,6 +129,7 @@ impl Permits {
     }
 
     /// Blocks until no permit is taken.
+    #[cfg(any(test, gilpool_loom))]
     pub(crate) fn wait_idle(&self) {
         if self.in_use() == 0 {
             return;
@@ -140,6 +141,30 @@ impl Permits {
         }
         self.waiters.fetch_sub(1, Ordering::SeqCst);
         drop(guard);
+    }
+
+    /// Blocks until no permit is taken or `deadline` passes; returns
+    /// whether the permits became idle.
+    #[cfg(not(gilpool_loom))]
+    pub(crate) fn wait_idle_until(&self, deadline: Instant) -> bool {
+        if self.in_use() == 0 {
+            return true;
+        }
+        let mut guard = self.lock.lock().unwrap();
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let idle = loop {
+            if self.in_use() == 0 {
+                break true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                break false;
+            }
+            guard = timed_wait(&self.freed, guard, deadline - now);
+        };
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        drop(guard);
+        idle
     }
 
     /// Refuses further acquires and wakes blocked acquirers with `Closed`.

@@ -104,8 +104,8 @@ impl<J> Pool<J> {
         self.state.load(Ordering::SeqCst) != RUNNING
     }
 
-    #[cfg(gilpool_loom)]
-    fn is_cancelled(&self) -> bool {
+    /// Whether `cancel` was called.
+    pub(crate) fn is_cancelled(&self) -> bool {
         self.state.load(Ordering::SeqCst) == CANCELLED
     }
 
