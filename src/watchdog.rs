@@ -308,24 +308,24 @@ pub(crate) fn interrupt(lane: &Arc<Lane>, slot: usize, run: u64, reason: Reason)
     if target.busy.swap(true, Ordering::SeqCst) {
         return;
     }
-    let stats = lane.clone();
+    let counted = lane.clone();
     let spawned = std::thread::Builder::new()
         .name("gilpool-interrupt".into())
         .spawn({
             let target = target.clone();
             move || {
-                let hit = target.handle.interrupt(|| {
+                // Counted under the target's GIL, before the worker can see
+                // the exception: whoever waits for the worker sees the count.
+                target.handle.interrupt(|| {
                     let inner = slot.lock();
                     if inner.run == run {
                         slot.interrupt.store(reason as u8, Ordering::SeqCst);
+                        counted.stats.interrupts.fetch_add(1, Ordering::SeqCst);
                         true
                     } else {
                         false
                     }
                 });
-                if hit {
-                    stats.stats.interrupts.fetch_add(1, Ordering::Relaxed);
-                }
                 target.busy.store(false, Ordering::SeqCst);
             }
         });

@@ -194,8 +194,7 @@ impl<'py> Object<'py> {
                 let tuple = self.py.tuple(args.to_vec())?;
                 // SAFETY: attached; `tuple` is a tuple and `kw` the caller's
                 // object (CPython type-checks it and raises if not a dict).
-                let out =
-                    unsafe { ffi::PyObject_Call(self.as_ptr(), tuple.as_ptr(), kw.as_ptr()) };
+                let out = unsafe { ffi::PyObject_Call(self.as_ptr(), tuple.as_ptr(), kw.as_ptr()) };
                 crate::interrupt::leave_if_forked();
                 // SAFETY: `out` is the call's new reference or null.
                 unsafe { Object::from_owned_or_err(self.py, out) }

@@ -1,0 +1,533 @@
+//! The fault suite: tasks that panic, loop, block, swallow interrupts, leave
+//! threads behind or fork fail only themselves, in bounded time, and every
+//! future resolves exactly once; the host never aborts or hangs.
+//!
+//! Every case runs as a child process (this test binary re-run with
+//! `--exact`), once per mode this build supports, and the parent checks its
+//! exit status: an abort, a crash or a hang (the child is killed after
+//! [`HANG_LIMIT`], far beyond anything a passing case needs) fails the case
+//! instead of the test run. Nothing here asserts a duration: deadlines are
+//! set, never measured.
+
+mod common;
+
+use gilpool::{
+    EngineBuilder, FromPython, IntoPython, Mode, Object, Python, Result, TaskFuture, Value,
+};
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/faults");
+const CHILD_ENV: &str = "GILPOOL_FAULT_MODE";
+/// A child still running after this long is hung (and killed).
+const HANG_LIMIT: Duration = Duration::from_secs(120);
+/// How long the tests wait for any one future before calling it hung.
+const GENEROUS: Duration = Duration::from_secs(60);
+
+fn builder(mode: Mode) -> EngineBuilder {
+    common::builder(mode).sys_path(FIXTURES)
+}
+
+fn resolve<R>(fut: TaskFuture<R>) -> Result<R> {
+    common::resolve(fut, GENEROUS)
+}
+
+/// Runs `body` in a child process per mode; in the child, runs it.
+fn in_child(case: &str, body: fn(Mode)) {
+    if let Ok(mode) = std::env::var(CHILD_ENV) {
+        let mode = match mode.as_str() {
+            "single-gil" => Mode::SingleGil,
+            _ => Mode::SubInterpreters,
+        };
+        body(mode);
+        return;
+    }
+    for mode in common::modes() {
+        let name = if mode == Mode::SingleGil {
+            "single-gil"
+        } else {
+            "sub"
+        };
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", case, "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, name)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Drain both pipes while the child runs: a child blocked on a full
+        // pipe would look hung.
+        let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                if let Some(mut p) = pipe {
+                    let _ = p.read_to_end(&mut buf);
+                }
+                String::from_utf8_lossy(&buf).into_owned()
+            })
+        };
+        let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+        let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if start.elapsed() > HANG_LIMIT {
+                let _ = child.kill();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let _ = child.wait();
+        let report = format!(
+            "case {case} ({mode}):\nstdout:\n{}\nstderr:\n{}",
+            stdout.join().unwrap(),
+            stderr.join().unwrap()
+        );
+        match status {
+            None => panic!("hung: killed after {HANG_LIMIT:?}; {report}"),
+            Some(s) => assert!(s.success(), "exited with {s:?}; {report}"),
+        }
+    }
+}
+
+/// A fresh path for a fixture's "started" flag file.
+fn flag(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gilpool-faults-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+/// Blocks until a fixture wrote `path` (its task is running).
+fn wait_flag(path: &std::path::Path) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(start.elapsed() < GENEROUS, "the task never started");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn path_arg(p: &std::path::Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+/// An argument whose conversion to Python panics.
+struct BoomIn;
+impl IntoPython for BoomIn {
+    fn into_python<'py>(self, _py: Python<'py>) -> Result<Object<'py>> {
+        panic!("boom converting an argument")
+    }
+}
+
+/// A result type whose conversion from Python panics.
+#[derive(Debug)]
+struct BoomOut;
+impl FromPython for BoomOut {
+    fn from_python(_obj: &Object<'_>) -> Result<Self> {
+        panic!("boom converting a result")
+    }
+}
+
+fn assert_panic<T: std::fmt::Debug>(r: Result<T>, phase: &str) {
+    let e = r.expect_err("a panicking conversion must fail its task");
+    assert!(e.is_panic(), "{e}");
+    let msg = e.to_string();
+    assert!(msg.contains(phase) && msg.contains("boom"), "{msg}");
+}
+
+#[test]
+fn panics_in_user_code_fail_only_their_task_and_workers_survive() {
+    in_child(
+        "panics_in_user_code_fail_only_their_task_and_workers_survive",
+        |mode| {
+            let engine = builder(mode).build().unwrap();
+            let ident = engine.load("hostile", "ident").unwrap();
+            let vec = engine
+                .handler("hostile", "idents")
+                .vectorized(true)
+                .batch_size(4)
+                .load()
+                .unwrap();
+            // Three panics per worker in each phase: with a dead worker per
+            // panic, the pool would be gone long before the end.
+            for _ in 0..3 * engine.workers() {
+                assert_panic(
+                    resolve(ident.submit::<_, i64>((BoomIn,)).unwrap()),
+                    "argument conversion",
+                );
+                assert_panic(
+                    resolve(ident.submit::<_, BoomOut>((1,)).unwrap()),
+                    "result conversion",
+                );
+                assert_panic(ident.invoke::<_, BoomOut>((1,)), "result conversion");
+                assert_panic(
+                    ident.invoke_with((1,), |_obj| -> Result<i64> { panic!("boom in a callback") }),
+                    "callback",
+                );
+                assert_panic(
+                    resolve(
+                        ident
+                            .submit_with(
+                                || -> Result<(i64,)> { panic!("boom in a commit") },
+                                |o| i64::from_python(&o),
+                            )
+                            .unwrap(),
+                    ),
+                    "commit",
+                );
+                assert_panic(
+                    resolve(vec.submit::<_, i64>((BoomIn,)).unwrap()),
+                    "argument conversion",
+                );
+            }
+            let mapped: Vec<Result<i64>> = ident.map((0..8).map(|_| (BoomIn,))).collect();
+            assert_eq!(mapped.len(), 8);
+            mapped
+                .into_iter()
+                .for_each(|r| assert_panic(r, "argument conversion"));
+            let mapped: Vec<Result<BoomOut>> = ident.map((0..8i64).map(|i| (i,))).collect();
+            mapped
+                .into_iter()
+                .for_each(|r| assert_panic(r, "result conversion"));
+            // The pool keeps its size and serves: every worker runs tasks.
+            let futs: Vec<_> = (0..64i64)
+                .map(|i| ident.submit::<_, i64>((i,)).unwrap())
+                .collect();
+            for (i, f) in futs.into_iter().enumerate() {
+                assert_eq!(resolve(f).unwrap(), i as i64);
+            }
+            assert_eq!(engine.workers(), 2);
+            let again = engine.load("hostile", "mark").unwrap();
+            again.invoke::<_, i64>(()).unwrap();
+            let report = engine.shutdown();
+            assert!(report.drained, "{report:?}");
+            assert_eq!(report.abandoned, 0);
+        },
+    );
+}
+
+#[test]
+fn a_running_task_past_its_deadline_is_interrupted_and_the_worker_goes_on() {
+    in_child(
+        "a_running_task_past_its_deadline_is_interrupted_and_the_worker_goes_on",
+        |mode| {
+            let engine = builder(mode).workers(1).build().unwrap();
+            let token = engine.load("hostile", "token").unwrap();
+            let before: String = token.invoke(()).unwrap();
+            let spin = engine
+                .handler("hostile", "spin_flagged")
+                .timeout(Duration::from_millis(300))
+                .load()
+                .unwrap();
+            for round in 0..3 {
+                let started = flag(&format!("deadline-{round}"));
+                let fut = spin.submit::<_, Value>((path_arg(&started),)).unwrap();
+                wait_flag(&started);
+                let e = resolve(fut).unwrap_err();
+                assert!(e.is_timeout(), "{e}");
+                assert!(e.to_string().contains("interrupted"), "{e}");
+            }
+            // Same interpreter, same thread: nothing was replaced.
+            let after: String = token.invoke(()).unwrap();
+            assert_eq!(before, after);
+            let plain = engine.load("hostile", "spin").unwrap();
+            assert_eq!(plain.invoke::<_, i64>((7,)).unwrap(), 7);
+            assert!(
+                engine.warnings().iter().all(|w| !w.contains("quarantined")),
+                "{:?}",
+                engine.warnings()
+            );
+            engine.shutdown();
+        },
+    );
+}
+
+#[test]
+fn tasks_past_their_deadline_or_cancelled_before_they_start_never_run() {
+    in_child(
+        "tasks_past_their_deadline_or_cancelled_before_they_start_never_run",
+        |mode| {
+            let engine = builder(mode).workers(1).build().unwrap();
+            let sleep = engine.load("hostile", "sleep").unwrap();
+            let mark = engine.load("hostile", "mark").unwrap();
+            let marks = engine.load("hostile", "marks").unwrap();
+            // One worker, busy for 0.5 s: the tasks behind it cannot start
+            // before their 50 ms deadline.
+            let blocker = sleep.submit::<_, f64>((0.5,)).unwrap();
+            let expired = mark
+                .submit_deadline::<_, i64>((), Duration::from_millis(50))
+                .unwrap();
+            let cancelled = mark.submit::<_, i64>(()).unwrap();
+            assert!(cancelled.cancel());
+            let e = resolve(cancelled).unwrap_err();
+            assert!(e.is_cancelled(), "{e}");
+            let e = resolve(expired).unwrap_err();
+            assert!(e.is_timeout(), "{e}");
+            assert!(e.to_string().contains("before it started"), "{e}");
+            assert_eq!(resolve(blocker).unwrap(), 0.5);
+            assert_eq!(marks.invoke::<_, i64>(()).unwrap(), 0, "a stopped task ran");
+            // A finished task cannot be cancelled.
+            let done = mark.submit::<_, i64>(()).unwrap();
+            while !done.is_ready() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            assert!(!done.cancel());
+            assert_eq!(resolve(done).unwrap(), 1);
+            engine.shutdown();
+        },
+    );
+}
+
+#[test]
+fn cancelling_a_running_task_interrupts_it_in_its_own_interpreter_only() {
+    in_child(
+        "cancelling_a_running_task_interrupts_it_in_its_own_interpreter_only",
+        |mode| {
+            let engine = builder(mode).build().unwrap();
+            let spin = engine.load("hostile", "spin_flagged").unwrap();
+            let sleep = engine.load("hostile", "sleep").unwrap();
+            // A neighbour runs Python the whole time: it must not see the
+            // interrupt meant for the cancelled task.
+            let neighbour = sleep.submit::<_, f64>((0.3,)).unwrap();
+            let started = flag("cancel");
+            let fut = spin.submit::<_, Value>((path_arg(&started),)).unwrap();
+            wait_flag(&started);
+            assert!(fut.cancel());
+            let e = resolve(fut).unwrap_err();
+            assert!(e.is_cancelled(), "{e}");
+            assert!(e.to_string().contains("interrupted"), "{e}");
+            assert_eq!(resolve(neighbour).unwrap(), 0.3);
+            let plain = engine.load("hostile", "spin").unwrap();
+            let futs: Vec<_> = (1..=8i64)
+                .map(|i| plain.submit::<_, i64>((i,)).unwrap())
+                .collect();
+            for (i, f) in futs.into_iter().enumerate() {
+                assert_eq!(resolve(f).unwrap(), i as i64 + 1);
+            }
+            engine.shutdown();
+        },
+    );
+}
+
+/// A task that does not stop: its future resolves with a timeout, its
+/// worker is quarantined and replaced, and the pool serves at full size.
+fn quarantine_case(mode: Mode, function: &str, extra: Option<f64>) {
+    let engine = builder(mode)
+        .workers(1)
+        .interrupt_grace(Duration::from_millis(300))
+        .shutdown_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let token = engine.load("hostile", "token").unwrap();
+    let before: String = token.invoke(()).unwrap();
+    let stuck = engine
+        .handler("hostile", function)
+        .timeout(Duration::from_millis(200))
+        .load()
+        .unwrap();
+    let started = flag(function);
+    let fut = match extra {
+        Some(secs) => stuck.submit::<_, Value>((path_arg(&started), secs)),
+        None => stuck.submit::<_, Value>((path_arg(&started),)),
+    }
+    .unwrap();
+    // Queued behind it, on the only worker: handed to the replacement.
+    let behind = token.submit::<_, String>(()).unwrap();
+    wait_flag(&started);
+    let e = resolve(fut).unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    assert!(e.to_string().contains("quarantined"), "{e}");
+    let after = resolve(behind).unwrap();
+    if mode == Mode::SubInterpreters {
+        assert_ne!(before, after, "the replacement has a fresh interpreter");
+    }
+    let plain = engine.load("hostile", "spin").unwrap();
+    for i in 1..=4i64 {
+        assert_eq!(plain.invoke::<_, i64>((i,)).unwrap(), i);
+    }
+    assert_eq!(engine.workers(), 1);
+    assert!(
+        engine.warnings().iter().any(|w| w.contains("quarantined")),
+        "{:?}",
+        engine.warnings()
+    );
+    let report = engine.shutdown();
+    assert!(report.drained, "{report:?}");
+}
+
+#[test]
+fn a_task_that_swallows_interrupts_is_quarantined_and_replaced() {
+    in_child(
+        "a_task_that_swallows_interrupts_is_quarantined_and_replaced",
+        |mode| quarantine_case(mode, "stubborn_flagged", None),
+    );
+}
+
+#[test]
+fn a_task_blocked_in_c_is_quarantined_and_replaced() {
+    in_child("a_task_blocked_in_c_is_quarantined_and_replaced", |mode| {
+        quarantine_case(mode, "sleep_flagged", Some(3600.0))
+    });
+}
+
+#[test]
+fn shutdown_now_cancels_everything_queued_and_interrupts_what_runs() {
+    in_child(
+        "shutdown_now_cancels_everything_queued_and_interrupts_what_runs",
+        |mode| {
+            let engine = builder(mode).workers(1).build().unwrap();
+            let spin = engine.load("hostile", "spin_flagged").unwrap();
+            let mark = engine
+                .handler("hostile", "mark")
+                .batch_size(4)
+                .prefetch_depth(2)
+                .load()
+                .unwrap();
+            let started = flag("now");
+            let running = spin.submit::<_, Value>((path_arg(&started),)).unwrap();
+            wait_flag(&started);
+            // Batches in the prefetch window, the injector and the batcher.
+            let queued: Vec<_> = (0..50)
+                .map(|_| mark.submit::<_, i64>(()).unwrap())
+                .collect();
+            let report = engine.shutdown_now();
+            let e = resolve(running).unwrap_err();
+            assert!(e.is_cancelled(), "{e}");
+            for f in queued {
+                let e = resolve(f).unwrap_err();
+                assert!(e.is_cancelled(), "{e}");
+            }
+            assert!(!report.drained);
+            assert!(report.interrupted >= 1, "{report:?}");
+            assert_eq!(report.cancelled, 51, "{report:?}");
+        },
+    );
+}
+
+#[test]
+fn shutdown_with_a_task_that_never_ends_is_bounded() {
+    in_child("shutdown_with_a_task_that_never_ends_is_bounded", |mode| {
+        let engine = builder(mode).workers(1).build().unwrap();
+        let spin = engine.load("hostile", "spin_flagged").unwrap();
+        let started = flag("bounded");
+        let fut = spin.submit::<_, Value>((path_arg(&started),)).unwrap();
+        wait_flag(&started);
+        let report = engine.shutdown_timeout(Duration::from_millis(300));
+        assert!(!report.drained);
+        assert_eq!(report.interrupted, 1, "{report:?}");
+        assert_eq!(report.abandoned, 0, "{report:?}");
+        let e = resolve(fut).unwrap_err();
+        assert!(e.is_cancelled(), "{e}");
+    });
+}
+
+#[test]
+fn dropping_an_engine_with_a_task_blocked_in_c_is_bounded() {
+    in_child(
+        "dropping_an_engine_with_a_task_blocked_in_c_is_bounded",
+        |mode| {
+            let engine = builder(mode)
+                .workers(1)
+                .shutdown_timeout(Duration::from_millis(200))
+                .interrupt_grace(Duration::from_millis(200))
+                .build()
+                .unwrap();
+            let sleep = engine.load("hostile", "sleep_flagged").unwrap();
+            let started = flag("drop");
+            let fut = sleep
+                .submit::<_, Value>((path_arg(&started), 3600.0))
+                .unwrap();
+            wait_flag(&started);
+            drop(engine);
+            let e = resolve(fut).unwrap_err();
+            assert!(e.is_cancelled(), "{e}");
+            assert!(e.to_string().contains("abandoned"), "{e}");
+        },
+    );
+}
+
+#[test]
+fn a_raw_thread_left_behind_never_aborts_the_process() {
+    in_child(
+        "a_raw_thread_left_behind_never_aborts_the_process",
+        |mode| {
+            let engine = builder(mode)
+                .shutdown_timeout(Duration::from_millis(500))
+                .build()
+                .unwrap();
+            let raw = engine.load("hostile", "raw_thread").unwrap();
+            let futs: Vec<_> = (0..4).map(|_| raw.submit::<_, i64>(()).unwrap()).collect();
+            for f in futs {
+                assert_eq!(resolve(f).unwrap(), 1);
+            }
+            let warnings_before = engine.warnings().len();
+            let report = engine.shutdown();
+            if mode == Mode::SubInterpreters {
+                // Ending an interpreter with a thread alive aborts the process:
+                // each such interpreter is abandoned instead.
+                assert!(report.abandoned >= 1, "{report:?}");
+                assert!(gilpool::finalize().unwrap_err().is_init());
+            } else {
+                assert_eq!(report.abandoned, 0, "{report:?}");
+                assert_eq!(warnings_before, 0);
+                gilpool::finalize_timeout(Duration::from_millis(500)).unwrap();
+            }
+        },
+    );
+}
+
+#[test]
+fn non_daemon_threads_are_waited_for_then_abandoned() {
+    in_child("non_daemon_threads_are_waited_for_then_abandoned", |mode| {
+        // A thread that ends within the shutdown deadline is waited for.
+        let engine = builder(mode)
+            .shutdown_timeout(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        let t = engine.load("hostile", "nondaemon_thread").unwrap();
+        assert_eq!(t.invoke::<_, i64>((0.3,)).unwrap(), 1);
+        let report = engine.shutdown();
+        assert_eq!(report.abandoned, 0, "{report:?}");
+        // One that never ends: abandoned at the deadline, never a hang.
+        let engine = builder(mode)
+            .shutdown_timeout(Duration::from_millis(500))
+            .build()
+            .unwrap();
+        let t = engine.load("hostile", "nondaemon_thread").unwrap();
+        assert_eq!(t.invoke::<_, i64>((1e9,)).unwrap(), 1);
+        let report = engine.shutdown();
+        if mode == Mode::SubInterpreters {
+            assert_eq!(report.abandoned, 1, "{report:?}");
+        }
+        let e = gilpool::finalize_timeout(Duration::from_millis(300)).unwrap_err();
+        assert!(e.is_init(), "{e}");
+    });
+}
+
+#[test]
+fn a_child_forked_in_a_task_leaves_when_it_returns_into_gilpool() {
+    in_child(
+        "a_child_forked_in_a_task_leaves_when_it_returns_into_gilpool",
+        |mode| {
+            let engine = builder(mode).workers(1).build().unwrap();
+            let fork = engine.load("hostile", "fork_and_return").unwrap();
+            let fork_exit = engine.load("hostile", "fork_and_exit").unwrap();
+            if mode == Mode::SingleGil {
+                assert_eq!(fork.invoke::<_, i64>(()).unwrap(), 0);
+                assert_eq!(fork_exit.invoke::<_, i64>((7,)).unwrap(), 7);
+            } else {
+                // Own-GIL subinterpreters refuse fork.
+                let e = fork.invoke::<_, i64>(()).unwrap_err();
+                assert!(e.is_python(), "{e}");
+            }
+            let plain = engine.load("hostile", "spin").unwrap();
+            assert_eq!(plain.invoke::<_, i64>((3,)).unwrap(), 3);
+            engine.shutdown();
+        },
+    );
+}
