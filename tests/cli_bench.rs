@@ -1,7 +1,8 @@
 //! `gilpool bench` end to end, on a small trivial workload: every peer of
 //! the Python side runs through the baselines' serve mode, gilpool's rows
 //! run in the same rounds, and the report (stdout, JSON, SVG) holds every
-//! round's figure, the paired comparisons and the targets.
+//! round's figure, the paired comparisons and the targets. The chart and
+//! the JSON are written only where `--chart` and `--json` say.
 
 use serde_json::Value as Json;
 use std::path::{Path, PathBuf};
@@ -158,6 +159,32 @@ fn bench_runs_every_peer_in_interleaved_rounds() {
     let svg = std::fs::read_to_string(&chart).unwrap();
     assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "{svg}");
     assert!(svg.contains("ceiling"), "chart without the ceiling row");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_writes_no_file_unless_asked() {
+    // Run from an empty folder: without --chart and --json the report goes
+    // to stdout only, and nothing lands in the current directory.
+    let dir = scratch("no-files");
+    let out = Command::new(env!("CARGO_BIN_EXE_gilpool"))
+        .current_dir(&dir)
+        .args(["bench", "--workload", "trivial", "--tasks-trivial", "64"])
+        .args(["--workers", "1", "--repeat", "1", "--paired", "1"])
+        .args(["--latency-samples", "0", "--skip-python"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stdout.contains("## trivial"), "{stdout}");
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert!(left.is_empty(), "bench wrote {left:?}");
+    assert!(!stderr.contains("written to"), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
