@@ -57,6 +57,7 @@ pub struct EngineBuilder {
     prelude: Option<Vec<String>>,
     executable: Option<PathBuf>,
     idle_spin: Duration,
+    max_depth: usize,
 }
 
 impl Default for EngineBuilder {
@@ -69,6 +70,7 @@ impl Default for EngineBuilder {
             prelude: None,
             executable: None,
             idle_spin: Duration::from_micros(50),
+            max_depth: crate::DEFAULT_MAX_DEPTH,
         }
     }
 }
@@ -112,6 +114,15 @@ impl EngineBuilder {
         self.idle_spin = spin;
         self
     }
+    /// How deeply lists, tuples and dicts may nest in a converted value
+    /// (default [`DEFAULT_MAX_DEPTH`](crate::DEFAULT_MAX_DEPTH), 10,000
+    /// levels; at least 1). Deeper data, in an argument or a result, fails
+    /// its task with an [`Error::is_conversion`] error. The limit is
+    /// process-wide: each `build` sets it for every engine in the process.
+    pub fn max_depth(mut self, levels: usize) -> Self {
+        self.max_depth = levels;
+        self
+    }
 
     /// Initialises Python (once per process), creates the workers and their
     /// interpreters, and waits until every one is ready.
@@ -121,6 +132,9 @@ impl EngineBuilder {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
+        if self.max_depth == 0 {
+            return Err(Error::config("max_depth must be at least 1"));
+        }
         let mut warnings = Vec::new();
         let mode = match self.mode {
             Mode::Auto if gilpool_ffi::SUPPORTS_OWN_GIL => Mode::SubInterpreters,
@@ -169,6 +183,7 @@ impl EngineBuilder {
             warnings.push(format!("prelude module {f}"));
         }
 
+        crate::value::set_max_depth(self.max_depth);
         let kind = match mode {
             Mode::SubInterpreters => LaneKind::Sub,
             _ => LaneKind::Main,

@@ -18,7 +18,8 @@
 //! - [`Python`], [`Object`]: the attachment token and objects bound to it,
 //!   seen only inside callbacks; [`PyException`]: a Python exception as data.
 //! - [`Error`], [`Result`], [`TrySubmitError`]: errors.
-//! - [`finalize`], [`is_attached`], [`DEFAULT_PRELUDE`], [`PythonVersion`].
+//! - [`finalize`], [`is_attached`], [`DEFAULT_PRELUDE`], [`PythonVersion`],
+//!   [`DEFAULT_MAX_DEPTH`].
 //!
 //! ```no_run
 //! use gilpool::{Engine, Mode};
@@ -71,7 +72,7 @@ pub use gilpool_ffi::runtime::DEFAULT_PRELUDE;
 pub use gilpool_ffi::{is_attached, Object, PyException, Python, PythonVersion};
 pub use handler::{Handler, MapChunks, MapIter};
 pub use task::TaskFuture;
-pub use value::Value;
+pub use value::{Value, DEFAULT_MAX_DEPTH};
 
 /// Finalises the embedded Python runtime (`Py_FinalizeEx`). Call it once,
 /// after every [`Engine`] is shut down, to run Python's exit handlers and
