@@ -21,6 +21,9 @@ Functions
 ``kinds()``                -> dict with one value of every convertible kind.
 ``use_stdlib(x)``          -> uses datetime, json, re, decimal, hashlib; returns a str.
 ``interp_id()``            -> id of the running interpreter (0 = main), ``-1`` if unknowable.
+``nest(n, kind="list")``   -> ``n`` levels of nested lists, tuples or dicts (built iteratively).
+``depth(v)``               -> how deeply lists, tuples and dicts nest in ``v`` (iterative).
+``cycle(kind="list")``     -> a list or dict that contains itself.
 ``NOT_CALLABLE``           -> ``42``, a module attribute that is not callable.
 """
 
@@ -43,6 +46,9 @@ __all__ = [
     "kinds",
     "use_stdlib",
     "interp_id",
+    "nest",
+    "depth",
+    "cycle",
 ]
 
 #: Iteration count for :func:`heavy` used by the benches.  Calibrated so one
@@ -226,3 +232,55 @@ def interp_id():
         return int(cur)
     except Exception:
         return -1
+
+
+def nest(n, kind="list"):
+    """Return ``n`` levels of nested containers around ``0``, built without recursion.
+
+    ``kind`` is ``"list"`` (``[[...[0]...]]``), ``"tuple"`` (``((...(0,)...),)``)
+    or ``"dict"`` (``{"k": {"k": ... {"k": 0}}}``).  ``depth(nest(n, kind)) == n``.
+    """
+    v = 0
+    for _ in range(n):
+        if kind == "list":
+            v = [v]
+        elif kind == "tuple":
+            v = (v,)
+        elif kind == "dict":
+            v = {"k": v}
+        else:
+            raise ValueError("kind must be list, tuple or dict, not %r" % (kind,))
+    return v
+
+
+def depth(v):
+    """Return how deeply lists, tuples and dicts nest in ``v`` (``[]`` is 1, ``0`` is 0).
+
+    Iterative (an explicit stack), so any depth works; dict keys and values both count.
+    """
+    deepest = 0
+    stack = [(v, 1)]
+    while stack:
+        x, d = stack.pop()
+        if isinstance(x, (list, tuple)):
+            children = x
+        elif isinstance(x, dict):
+            children = [c for kv in x.items() for c in kv]
+        else:
+            continue
+        deepest = max(deepest, d)
+        stack.extend((c, d + 1) for c in children)
+    return deepest
+
+
+def cycle(kind="list"):
+    """Return a container that holds itself: ``l = []; l.append(l)`` or ``d["self"] = d``."""
+    if kind == "list":
+        v = []
+        v.append(v)
+    elif kind == "dict":
+        v = {}
+        v["self"] = v
+    else:
+        raise ValueError("kind must be list or dict, not %r" % (kind,))
+    return v

@@ -67,6 +67,7 @@ pub struct EngineBuilder {
     shutdown_timeout: Duration,
     interrupt_grace: Duration,
     stack_size: usize,
+    max_depth: usize,
 }
 
 impl Default for EngineBuilder {
@@ -82,6 +83,7 @@ impl Default for EngineBuilder {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             interrupt_grace: DEFAULT_INTERRUPT_GRACE,
             stack_size: crate::worker::DEFAULT_STACK_SIZE,
+            max_depth: crate::DEFAULT_MAX_DEPTH,
         }
     }
 }
@@ -125,6 +127,15 @@ impl EngineBuilder {
         self.idle_spin = spin;
         self
     }
+    /// How deeply lists, tuples and dicts may nest in a converted value
+    /// (default [`DEFAULT_MAX_DEPTH`](crate::DEFAULT_MAX_DEPTH), 10,000
+    /// levels; at least 1). Deeper data, in an argument or a result, fails
+    /// its task with an [`Error::is_conversion`] error. The limit is
+    /// process-wide: each `build` sets it for every engine in the process.
+    pub fn max_depth(mut self, levels: usize) -> Self {
+        self.max_depth = levels;
+        self
+    }
 
     /// How long [`Engine::shutdown`] and dropping the engine wait for
     /// accepted tasks to finish (and for threads tasks started) before
@@ -163,6 +174,9 @@ impl EngineBuilder {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
+        if self.max_depth == 0 {
+            return Err(Error::config("max_depth must be at least 1"));
+        }
         let mut warnings = Vec::new();
         let mode = match self.mode {
             Mode::Auto if gilpool_ffi::SUPPORTS_OWN_GIL => Mode::SubInterpreters,
@@ -211,6 +225,7 @@ impl EngineBuilder {
             warnings.push(format!("prelude module {f}"));
         }
 
+        crate::value::set_max_depth(self.max_depth);
         let kind = match mode {
             Mode::SubInterpreters => LaneKind::Sub,
             _ => LaneKind::Main,

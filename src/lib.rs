@@ -21,7 +21,7 @@
 //! - [`ShutdownReport`]: what [`Engine::shutdown_timeout`] did.
 //! - [`finalize`], [`finalize_timeout`], [`is_attached`], [`DEFAULT_PRELUDE`],
 //!   [`PythonVersion`], [`DEFAULT_SHUTDOWN_TIMEOUT`], [`DEFAULT_INTERRUPT_GRACE`],
-//!   [`DEFAULT_STACK_SIZE`].
+//!   [`DEFAULT_STACK_SIZE`], [`DEFAULT_MAX_DEPTH`].
 //!
 //! ```no_run
 //! use gilpool::{Engine, Mode};
@@ -79,7 +79,7 @@ pub use gilpool_ffi::runtime::DEFAULT_PRELUDE;
 pub use gilpool_ffi::{is_attached, Object, PyException, Python, PythonVersion};
 pub use handler::{Handler, MapChunks, MapIter};
 pub use task::TaskFuture;
-pub use value::Value;
+pub use value::{Value, DEFAULT_MAX_DEPTH};
 pub use worker::DEFAULT_STACK_SIZE;
 
 /// Finalises the embedded Python runtime (`Py_FinalizeEx`). Call it once,

@@ -1,5 +1,6 @@
 //! Round trips Rust -> Python -> Rust through a real interpreter, for
-//! `Value` (property-tested) and for the typed conversions.
+//! `Value` (property-tested, also wrapped 30-80 levels deep) and for the
+//! typed conversions.
 
 mod common;
 
@@ -65,6 +66,40 @@ proptest! {
     }
 
     #[test]
+    fn deeply_wrapped_values_round_trip(
+        v in value(),
+        wraps in proptest::collection::vec(0..3u8, 30..80),
+    ) {
+        // Deeper than the levels `Clone`, `PartialEq` and `Drop` recurse
+        // through before they switch to a heap stack.
+        let mut w = v;
+        for (i, kind) in wraps.iter().enumerate() {
+            w = match kind {
+                0 => Value::List(vec![Value::Int(i as i64), w]),
+                1 => Value::Tuple(vec![w]),
+                _ => Value::Dict(vec![(Value::Str(format!("k{i}")), w)]),
+            };
+        }
+        let copy = w.clone();
+        prop_assert!(copy == w);
+        let back: Value = identity().invoke((copy,)).unwrap();
+        prop_assert!(back == w);
+        // A leaf at the bottom that `value()` cannot make (a 6-tuple).
+        let mut changed = back.clone();
+        let mut cur = &mut changed;
+        for _ in 0..wraps.len() {
+            cur = match cur {
+                Value::List(items) => &mut items[1],
+                Value::Tuple(items) => &mut items[0],
+                Value::Dict(pairs) => &mut pairs[0].1,
+                _ => unreachable!("a wrapper"),
+            };
+        }
+        *cur = Value::Tuple(vec![Value::None; 6]);
+        prop_assert!(changed != back);
+    }
+
+    #[test]
     fn integers_round_trip(a in any::<i64>(), b in any::<u64>(), c in any::<i128>(), d in any::<i32>()) {
         let h = identity();
         prop_assert_eq!(h.invoke::<_, i64>((a,)).unwrap(), a);
@@ -120,7 +155,7 @@ fn python_side_types_are_the_expected_ones() {
     let (engine, _) = engine();
     let kinds = engine.load("gilpool_workloads", "kinds").unwrap();
     let v: Value = kinds.invoke(()).unwrap();
-    let Value::Dict(pairs) = v else {
+    let Value::Dict(pairs) = &v else {
         panic!("kinds() is a dict")
     };
     let names: Vec<&str> = pairs.iter().map(|(_, v)| v.type_name()).collect();

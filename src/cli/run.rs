@@ -63,6 +63,7 @@ use num_bigint::BigInt;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
+use std::mem::take;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -787,43 +788,46 @@ pub(crate) fn parse_task(line: &[u8]) -> Result<Args, String> {
     if text.bytes().all(is_json_space) {
         return Err("blank line (every line must be a task)".into());
     }
-    let value = parse_json(text).map_err(|e| format!("invalid JSON: {e}"))?;
-    match value {
-        Value::List(items) => Ok(Args::from_parts(items, Vec::new())),
+    let mut value = parse_json(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    // `Value` implements `Drop`: parts are taken out through `&mut`.
+    match &mut value {
+        Value::List(items) => Ok(Args::from_parts(take(items), Vec::new())),
         Value::Dict(pairs) => {
             let mut positional = Vec::new();
             let mut keywords = Vec::new();
             // A repeated key: the last one wins, as in Python's json.loads.
-            for (key, value) in pairs {
-                match (key, value) {
-                    (Value::Str(k), Value::List(items)) if k == "args" => positional = items,
-                    (Value::Str(k), Value::Dict(kw)) if k == "kwargs" => {
+            for (key, value) in pairs.iter_mut() {
+                let Value::Str(k) = key else {
+                    return Err(format!("unexpected key {key:?}"));
+                };
+                match (k.as_str(), value) {
+                    ("args", Value::List(items)) => positional = take(items),
+                    ("kwargs", Value::Dict(kw)) => {
                         // The parser makes every object key a `Value::Str`.
-                        keywords = kw
+                        keywords = take(kw)
                             .into_iter()
-                            .filter_map(|(k, v)| match k {
-                                Value::Str(k) => Some((k, v)),
+                            .filter_map(|(mut k, v)| match &mut k {
+                                Value::Str(k) => Some((take(k), v)),
                                 _ => None,
                             })
                             .collect();
                     }
-                    (Value::Str(k), v) if k == "args" => {
-                        return Err(format!("\"args\" must be an array, got {}", json_type(&v)))
+                    ("args", v) => {
+                        return Err(format!("\"args\" must be an array, got {}", json_type(v)))
                     }
-                    (Value::Str(k), v) if k == "kwargs" => {
-                        return Err(format!("\"kwargs\" must be an object, got {}", json_type(&v)))
+                    ("kwargs", v) => {
+                        return Err(format!("\"kwargs\" must be an object, got {}", json_type(v)))
                     }
-                    (Value::Str(k), _) => {
+                    (k, _) => {
                         return Err(format!("unknown task key {k:?} (a task object has only \"args\" and \"kwargs\")"))
                     }
-                    (k, _) => return Err(format!("unexpected key {k:?}")),
                 }
             }
             Ok(Args::from_parts(positional, keywords))
         }
         other => Err(format!(
             "a task must be a JSON array of arguments or an object with \"args\"/\"kwargs\", got {}",
-            json_type(&other)
+            json_type(other)
         )),
     }
 }
@@ -1197,7 +1201,7 @@ mod tests {
             parse_json("-9223372036854775809").unwrap(),
             Value::BigInt("-9223372036854775809".parse().unwrap())
         );
-        match parse_json("[NaN, Infinity, -Infinity]").unwrap() {
+        match &parse_json("[NaN, Infinity, -Infinity]").unwrap() {
             Value::List(v) => {
                 assert!(matches!(v[0], Value::Float(x) if x.is_nan()));
                 assert_eq!(v[1], Value::Float(f64::INFINITY));
