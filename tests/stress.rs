@@ -170,14 +170,14 @@ fn skewed_run(short_batch: usize) -> (BTreeMap<String, usize>, Duration) {
         .batch_size(short_batch)
         .load()
         .unwrap();
-    let release = std::env::temp_dir().join(format!(
-        "gilpool-skew-{}-{short_batch}",
-        std::process::id()
-    ));
+    let release =
+        std::env::temp_dir().join(format!("gilpool-skew-{}-{short_batch}", std::process::id()));
     let _ = std::fs::remove_file(&release);
     let start = Instant::now();
     let path = release.to_string_lossy().into_owned();
-    let long_fut = long.submit::<_, i64>((path, GENEROUS.as_secs_f64())).unwrap();
+    let long_fut = long
+        .submit::<_, i64>((path, GENEROUS.as_secs_f64()))
+        .unwrap();
     let short_futs: Vec<_> = (0..SHORT)
         .map(|_| {
             short
@@ -193,9 +193,7 @@ fn skewed_run(short_batch: usize) -> (BTreeMap<String, usize>, Duration) {
         .collect();
     let mut per_worker = BTreeMap::new();
     for f in short_futs {
-        *per_worker
-            .entry(resolve(f, GENEROUS).unwrap())
-            .or_default() += 1;
+        *per_worker.entry(resolve(f, GENEROUS).unwrap()).or_default() += 1;
     }
     let shorts_done = start.elapsed();
     std::fs::write(&release, b"go").unwrap();
