@@ -6,6 +6,7 @@
 //! for keyword arguments.
 
 use crate::error::{Error, Result};
+use crate::held::Home;
 use crate::value::Value;
 use gilpool_ffi::{Kind, Object, Python};
 use num_bigint::BigInt;
@@ -16,6 +17,12 @@ use std::hash::Hash;
 pub trait IntoPython {
     /// Builds the object inside the interpreter `py` is attached to.
     fn into_python<'py>(self, py: Python<'py>) -> Result<Object<'py>>;
+    /// The interpreter this value must be converted in, if it is bound to
+    /// one (a [`Held`](crate::Held) object); `None` (the default) for
+    /// values that can become objects anywhere.
+    fn home(&self) -> Option<Home> {
+        None
+    }
 }
 
 /// A Rust value that can be read from a Python object.
@@ -165,6 +172,9 @@ impl<T: IntoPython> IntoPython for Option<T> {
             Some(v) => v.into_python(py),
         }
     }
+    fn home(&self) -> Option<Home> {
+        self.as_ref().and_then(IntoPython::home)
+    }
 }
 impl<T: FromPython> FromPython for Option<T> {
     fn from_python(obj: &Object<'_>) -> Result<Self> {
@@ -182,6 +192,9 @@ impl<T: IntoPython> IntoPython for Vec<T> {
             .map(|v| v.into_python(py))
             .collect::<Result<Vec<_>>>()?;
         Ok(py.list(items)?)
+    }
+    fn home(&self) -> Option<Home> {
+        self.iter().find_map(IntoPython::home)
     }
 }
 impl<T: FromPython> FromPython for Vec<T> {
@@ -251,6 +264,9 @@ macro_rules! tuples {
             fn into_python<'py>(self, py: Python<'py>) -> Result<Object<'py>> {
                 Ok(py.tuple(vec![$(self.$n.into_python(py)?),+])?)
             }
+            fn home(&self) -> Option<Home> {
+                None$(.or_else(|| self.$n.home()))+
+            }
         }
         impl<$($t: FromPython),+> FromPython for ($($t,)+) {
             fn from_python(obj: &Object<'_>) -> Result<Self> {
@@ -268,6 +284,9 @@ macro_rules! tuples {
         impl<$($t: IntoPython + Send + 'static),+> IntoArgs for ($($t,)+) {
             fn into_args<'py>(self, py: Python<'py>) -> Result<CallArgs<'py>> {
                 Ok(CallArgs { positional: vec![$(self.$n.into_python(py)?),+], keywords: None })
+            }
+            fn home(&self) -> Option<Home> {
+                None$(.or_else(|| self.$n.home()))+
             }
         }
     )*};
@@ -295,6 +314,11 @@ pub struct CallArgs<'py> {
 pub trait IntoArgs: Send + 'static {
     /// Converts the arguments inside the interpreter `py` is attached to.
     fn into_args<'py>(self, py: Python<'py>) -> Result<CallArgs<'py>>;
+    /// The interpreter the arguments must be converted in, if any is bound
+    /// to one (see [`IntoPython::home`]); the task is routed there.
+    fn home(&self) -> Option<Home> {
+        None
+    }
 }
 
 impl IntoArgs for () {

@@ -3,6 +3,8 @@
 use crate::error::{Error, ErrorKind, Result};
 use crate::handler::{Handler, HandlerCore, HandlerOptions, MapChunks};
 use crate::lane::{Lane, LaneConfig, LaneKind};
+use crate::placement::Placement;
+use std::collections::HashMap;
 use crate::watchdog::{self, Reason};
 use gilpool_ffi::{PythonVersion, Runtime, RuntimeConfig};
 use std::path::{Path, PathBuf};
@@ -68,6 +70,32 @@ pub struct EngineBuilder {
     interrupt_grace: Duration,
     stack_size: usize,
     max_depth: usize,
+    main_workers: Option<usize>,
+    initializers: Vec<Initializer>,
+}
+
+/// A function every interpreter of a lane runs once, before its first task.
+#[derive(Debug, Clone)]
+pub(crate) struct Initializer {
+    pub(crate) module: String,
+    pub(crate) function: String,
+    pub(crate) args: Vec<crate::Value>,
+    /// `None`: both lanes.
+    pub(crate) lane: Option<LaneKind>,
+}
+
+impl Initializer {
+    pub(crate) fn applies_to(&self, kind: LaneKind) -> bool {
+        self.lane.map_or(true, |k| k == kind)
+    }
+}
+
+/// The default number of main-lane workers in
+/// [`Mode::SubInterpreters`] ([`EngineBuilder::main_workers`]): two, or
+/// one on a single core. They share the main interpreter's GIL, so more
+/// only help code that releases it (numpy, I/O).
+pub fn default_main_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
 }
 
 impl Default for EngineBuilder {
@@ -84,6 +112,8 @@ impl Default for EngineBuilder {
             interrupt_grace: DEFAULT_INTERRUPT_GRACE,
             stack_size: crate::worker::DEFAULT_STACK_SIZE,
             max_depth: crate::DEFAULT_MAX_DEPTH,
+            main_workers: None,
+            initializers: Vec::new(),
         }
     }
 }
@@ -160,6 +190,74 @@ impl EngineBuilder {
         self
     }
 
+    /// Workers of the main lane in [`Mode::SubInterpreters`]: thread states
+    /// in the main interpreter, sharing its GIL, for handlers whose modules
+    /// refuse subinterpreters (numpy, PyTorch, PyO3-built packages). The
+    /// lane starts when its first handler loads, so engines that never use
+    /// it pay nothing (default [`default_main_workers`]). In
+    /// [`Mode::SingleGil`] every worker is a main-lane worker and
+    /// [`workers`](Self::workers) counts them.
+    pub fn main_workers(mut self, n: usize) -> Self {
+        self.main_workers = Some(n);
+        self
+    }
+    /// Runs `module.function(*args)` once in every interpreter, before its
+    /// first task: in each sub-lane worker's interpreter (and again in
+    /// every replacement interpreter), and once in the main interpreter
+    /// when the main lane starts. State it sets (module globals: a loaded
+    /// model) is visible to later tasks. A failure fails
+    /// [`build`](Self::build) (or the load that starts the main lane) with
+    /// the traceback. Repeatable; they run in order.
+    ///
+    /// ```no_run
+    /// # fn main() -> gilpool::Result<()> {
+    /// use gilpool::Value;
+    /// let engine = gilpool::Engine::builder()
+    ///     .sys_path("python")
+    ///     .initializer("gilpool_workloads", "echo", [Value::from("warm up")])
+    ///     .build()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn initializer<I: IntoIterator<Item = crate::Value>>(
+        self,
+        module: &str,
+        function: &str,
+        args: I,
+    ) -> Self {
+        self.add_initializer(None, module, function, args)
+    }
+    /// [`initializer`](Self::initializer) for one lane only:
+    /// [`Placement::Sub`] or [`Placement::Main`] (`Auto` means both).
+    pub fn initializer_on<I: IntoIterator<Item = crate::Value>>(
+        self,
+        lane: Placement,
+        module: &str,
+        function: &str,
+        args: I,
+    ) -> Self {
+        let lane = match lane {
+            Placement::Sub => Some(LaneKind::Sub),
+            Placement::Main => Some(LaneKind::Main),
+            Placement::Auto => None,
+        };
+        self.add_initializer(lane, module, function, args)
+    }
+    fn add_initializer<I: IntoIterator<Item = crate::Value>>(
+        mut self,
+        lane: Option<LaneKind>,
+        module: &str,
+        function: &str,
+        args: I,
+    ) -> Self {
+        self.initializers.push(Initializer {
+            module: module.to_string(),
+            function: function.to_string(),
+            args: args.into_iter().collect(),
+            lane,
+        });
+        self
+    }
+
     /// Initialises Python (once per process), creates the workers and their
     /// interpreters, and waits until every one is ready.
     pub fn build(self) -> Result<Engine> {
@@ -226,31 +324,139 @@ impl EngineBuilder {
         }
 
         crate::value::set_max_depth(self.max_depth);
-        let kind = match mode {
-            Mode::SubInterpreters => LaneKind::Sub,
-            _ => LaneKind::Main,
-        };
+        if self.main_workers == Some(0) {
+            return Err(Error::config("main_workers must be at least 1"));
+        }
+        for init in &self.initializers {
+            if init.module.is_empty() || init.function.is_empty() {
+                return Err(Error::config(format!(
+                    "an initializer needs a module and a function, got {:?}:{:?}",
+                    init.module, init.function
+                )));
+            }
+        }
         let cores = if self.pin {
             core_affinity::get_core_ids().unwrap_or_default()
         } else {
             Vec::new()
         };
-        let lane = Lane::new(
-            kind,
+        let base = LaneConfig {
+            runtime,
+            sys_path,
+            idle_spin: self.idle_spin,
+            cores,
+            stack_size: self.stack_size,
+            grace: self.interrupt_grace,
+            initializers: self.initializers,
+        };
+        let main_workers = match mode {
+            Mode::SingleGil => workers,
+            _ => self.main_workers.unwrap_or_else(default_main_workers),
+        };
+        let shared = Arc::new(Shared {
+            mode,
+            runtime,
+            sub: Mutex::new(None),
+            main: Mutex::new(None),
+            base,
+            main_workers,
+            watchdogs: Mutex::new(Vec::new()),
+            verdicts: Mutex::new(HashMap::new()),
+            handlers: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+            report: Mutex::new(None),
+            warnings: Mutex::new(warnings),
             workers,
-            LaneConfig {
-                runtime,
-                sys_path,
-                idle_spin: self.idle_spin,
-                cores,
-                stack_size: self.stack_size,
-                grace: self.interrupt_grace,
-            },
-        );
+            shutdown_timeout: self.shutdown_timeout,
+        });
+        let engine = Engine { shared };
+        let started = match mode {
+            Mode::SubInterpreters => engine
+                .shared
+                .start_lane(LaneKind::Sub, workers)
+                .map(|lane| *engine.shared.sub.lock().unwrap() = Some(lane)),
+            _ => engine.shared.main_lane().map(drop),
+        };
+        if let Err(e) = started {
+            engine.shared.stop(false, Duration::from_secs(1));
+            return Err(e);
+        }
+        Ok(engine)
+    }
+}
+
+/// What a shutdown did ([`Engine::shutdown_timeout`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Tasks that finished (with a result or an error of their own) while
+    /// the engine shut down.
+    pub finished: u64,
+    /// Tasks cancelled: never run, or interrupted.
+    pub cancelled: u64,
+    /// Running tasks interrupted.
+    pub interrupted: u64,
+    /// Workers given up: a task that did not stop when interrupted, or an
+    /// interpreter left running because threads its tasks started were
+    /// still alive at the deadline.
+    pub abandoned: u64,
+    /// Whether every accepted task finished before the deadline.
+    pub drained: bool,
+}
+
+/// A module's verdict: whether it imports in a subinterpreter.
+#[derive(Debug, Clone)]
+enum Verdict {
+    Sub,
+    /// It refuses subinterpreters; the line that said so.
+    Refuses(String),
+}
+
+pub(crate) struct Shared {
+    mode: Mode,
+    runtime: &'static Runtime,
+    /// The sub lane (SubInterpreters mode), started at build.
+    sub: Mutex<Option<Arc<Lane>>>,
+    /// The main lane: started at build in SingleGil mode, on first use in
+    /// SubInterpreters mode.
+    main: Mutex<Option<Arc<Lane>>>,
+    base: LaneConfig,
+    main_workers: usize,
+    watchdogs: Mutex<Vec<JoinHandle<()>>>,
+    /// Per module: whether it imports in a subinterpreter (`Auto` placement).
+    verdicts: Mutex<HashMap<String, Verdict>>,
+    handlers: Mutex<Vec<Arc<HandlerCore>>>,
+    closed: AtomicBool,
+    /// Set by the first stop; later ones return it.
+    report: Mutex<Option<ShutdownReport>>,
+    warnings: Mutex<Vec<String>>,
+    workers: usize,
+    shutdown_timeout: Duration,
+}
+
+impl Shared {
+    /// Starts a lane of `workers`: its watchdog, its initializers (once, for
+    /// the main interpreter), its workers; waits until every worker is up.
+    fn start_lane(&self, kind: LaneKind, workers: usize) -> Result<Arc<Lane>> {
+        if kind == LaneKind::Main {
+            let inits: Vec<Initializer> = self
+                .base
+                .initializers
+                .iter()
+                .filter(|i| i.applies_to(LaneKind::Main))
+                .cloned()
+                .collect();
+            if !inits.is_empty() {
+                self.runtime
+                    .run_main(move |py| crate::worker::run_initializers(py, &inits))
+                    .map_err(|e| Error::new(ErrorKind::Init(e.to_string())))?
+                    .map_err(|e| Error::new(ErrorKind::Init(format!("the main lane: {e}"))))?;
+            }
+        }
+        let lane = Lane::new(kind, workers, self.base.clone());
         let watchdog = {
             let lane = lane.clone();
             std::thread::Builder::new()
-                .name("gilpool-watchdog".into())
+                .name(format!("gilpool-watchdog-{}", kind.name()))
                 .spawn(move || watchdog::run(lane))
                 .map_err(|e| {
                     Error::new(ErrorKind::Init(format!(
@@ -258,19 +464,7 @@ impl EngineBuilder {
                     )))
                 })?
         };
-        let shared = Arc::new(Shared {
-            mode,
-            runtime,
-            lane: lane.clone(),
-            handlers: Mutex::new(Vec::new()),
-            watchdog: Mutex::new(Some(watchdog)),
-            closed: AtomicBool::new(false),
-            report: Mutex::new(None),
-            warnings,
-            workers,
-            shutdown_timeout: self.shutdown_timeout,
-        });
-        let engine = Engine { shared };
+        self.watchdogs.lock().unwrap().push(watchdog);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let mut first_error = None;
         let mut started = 0;
@@ -296,46 +490,38 @@ impl EngineBuilder {
             }
         }
         if let Some(e) = first_error {
-            engine.shared.stop(false, Duration::from_secs(1));
+            stop_lanes(&[lane.clone()], Instant::now(), false);
+            lane.watch.stop();
             return Err(Error::new(ErrorKind::Init(e)));
         }
-        Ok(engine)
+        Ok(lane)
     }
-}
 
-/// What a shutdown did ([`Engine::shutdown_timeout`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ShutdownReport {
-    /// Tasks that finished (with a result or an error of their own) while
-    /// the engine shut down.
-    pub finished: u64,
-    /// Tasks cancelled: never run, or interrupted.
-    pub cancelled: u64,
-    /// Running tasks interrupted.
-    pub interrupted: u64,
-    /// Workers given up: a task that did not stop when interrupted, or an
-    /// interpreter left running because threads its tasks started were
-    /// still alive at the deadline.
-    pub abandoned: u64,
-    /// Whether every accepted task finished before the deadline.
-    pub drained: bool,
-}
+    /// The main lane, started now if it is not running yet.
+    fn main_lane(&self) -> Result<Arc<Lane>> {
+        let mut main = self.main.lock().unwrap();
+        if let Some(lane) = &*main {
+            return Ok(lane.clone());
+        }
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::new(ErrorKind::Shutdown));
+        }
+        let lane = self.start_lane(LaneKind::Main, self.main_workers)?;
+        *main = Some(lane.clone());
+        Ok(lane)
+    }
 
-pub(crate) struct Shared {
-    mode: Mode,
-    runtime: &'static Runtime,
-    lane: Arc<Lane>,
-    handlers: Mutex<Vec<Arc<HandlerCore>>>,
-    watchdog: Mutex<Option<JoinHandle<()>>>,
-    closed: AtomicBool,
-    /// Set by the first stop; later ones return it.
-    report: Mutex<Option<ShutdownReport>>,
-    warnings: Vec<String>,
-    workers: usize,
-    shutdown_timeout: Duration,
-}
+    fn lanes(&self) -> Vec<Arc<Lane>> {
+        let sub = self.sub.lock().unwrap().clone();
+        let main = self.main.lock().unwrap().clone();
+        sub.into_iter().chain(main).collect()
+    }
 
-impl Shared {
+    fn warn(&self, w: String) {
+        eprintln!("gilpool: warning: {w}");
+        self.warnings.lock().unwrap().push(w);
+    }
+
     /// Stops the engine: `drain` finishes accepted tasks until `timeout`;
     /// past it (or without `drain`), queued tasks are cancelled and running
     /// ones interrupted; a task that does not stop within the interrupt
@@ -347,9 +533,18 @@ impl Shared {
             return r;
         }
         let deadline = Instant::now() + timeout;
-        let lane = &self.lane;
         self.closed.store(true, Ordering::SeqCst);
-        lane.set_end_by(deadline);
+        // Holding the lock, no main lane can start any more.
+        let main_guard = self.main.lock().unwrap();
+        let lanes: Vec<Arc<Lane>> = self
+            .sub
+            .lock()
+            .unwrap()
+            .clone()
+            .into_iter()
+            .chain(main_guard.clone())
+            .collect();
+        drop(main_guard);
         let handlers: Vec<Arc<HandlerCore>> = self.handlers.lock().unwrap().clone();
         let totals = |hs: &[Arc<HandlerCore>]| {
             hs.iter().fold((0, 0), |(f, c), h| {
@@ -357,9 +552,14 @@ impl Shared {
                 (f + hf, c + hc)
             })
         };
+        let lane_total = |pick: fn(&Lane) -> u64| lanes.iter().map(|l| pick(l)).sum::<u64>();
+        let interrupts = |l: &Lane| l.stats.interrupts.load(Ordering::Relaxed);
+        let abandoned = |l: &Lane| l.stats.abandoned.load(Ordering::Relaxed);
         let (finished0, cancelled0) = totals(&handlers);
-        let interrupts0 = lane.stats.interrupts.load(Ordering::Relaxed);
-        let abandoned0 = lane.stats.abandoned.load(Ordering::Relaxed);
+        let (interrupts0, abandoned0) = (lane_total(interrupts), lane_total(abandoned));
+        for lane in &lanes {
+            lane.set_end_by(deadline);
+        }
         for h in &handlers {
             h.permits.close();
         }
@@ -371,30 +571,73 @@ impl Shared {
                 }
             }
             drained = handlers.iter().all(|h| h.permits.wait_idle_until(deadline));
-            if drained {
-                lane.pool.drain();
-            }
         }
-        let mut wait_until = deadline + Duration::from_secs(2);
         if !drained {
-            lane.pool.cancel();
             for h in &handlers {
                 drop(h.batcher.flush());
                 drop(h.batcher.drain());
             }
-            drop(lane.pool.take_all());
-            for slot in &lane.slots {
-                let (run, rest) = {
-                    let mut inner = slot.lock();
-                    (inner.run, inner.rest.take())
-                };
-                drop(rest);
-                if run != 0 {
-                    watchdog::interrupt(lane, slot.index, run, Reason::Shutdown);
-                }
-            }
-            wait_until = deadline.max(Instant::now()) + lane.config.grace;
         }
+        stop_lanes(&lanes, deadline, drained);
+        for lane in &lanes {
+            lane.watch.stop();
+        }
+        for w in std::mem::take(&mut *self.watchdogs.lock().unwrap()) {
+            let _ = w.join();
+        }
+        for lane in &lanes {
+            // Whatever is still queued was never run: dropping it cancels it.
+            drop(lane.pool.take_all());
+            lane.delayed.lock().unwrap().clear();
+            if lane.kind == LaneKind::Main {
+                // Held objects of the main interpreter dropped since its
+                // workers last attached: give them back now.
+                let releases = lane.releases.clone();
+                let _ = self.runtime.run_main(move |py| releases.drain(py));
+            }
+            lane.releases.close();
+        }
+        let (finished1, cancelled1) = totals(&handlers);
+        self.handlers.lock().unwrap().clear();
+        let r = ShutdownReport {
+            finished: finished1 - finished0,
+            cancelled: cancelled1 - cancelled0,
+            interrupted: lane_total(interrupts) - interrupts0,
+            abandoned: lane_total(abandoned) - abandoned0,
+            drained,
+        };
+        *report = Some(r);
+        r
+    }
+}
+
+/// Stops `lanes`' workers: drained, they exit when their queues are empty;
+/// otherwise queued work is cancelled and running tasks are interrupted,
+/// then abandoned with their workers if they do not stop within the grace
+/// period.
+fn stop_lanes(lanes: &[Arc<Lane>], deadline: Instant, drained: bool) {
+    let mut wait_until = deadline + Duration::from_secs(2);
+    for lane in lanes {
+        lane.set_end_by(deadline);
+        if drained {
+            lane.pool.drain();
+            continue;
+        }
+        lane.pool.cancel();
+        drop(lane.pool.take_all());
+        for slot in &lane.slots {
+            let (run, rest) = {
+                let mut inner = slot.lock();
+                (inner.run, inner.rest.take())
+            };
+            drop(rest);
+            if run != 0 {
+                watchdog::interrupt(lane, slot.index, run, Reason::Shutdown);
+            }
+        }
+        wait_until = deadline.max(Instant::now()) + lane.config.grace;
+    }
+    for lane in lanes {
         if lane.wait_exited(wait_until) > 0 {
             for slot in &lane.slots {
                 let run = slot.lock().run;
@@ -404,24 +647,6 @@ impl Shared {
             }
             lane.wait_exited(Instant::now() + Duration::from_secs(2));
         }
-        lane.watch.stop();
-        if let Some(w) = self.watchdog.lock().unwrap().take() {
-            let _ = w.join();
-        }
-        // Whatever is still queued was never run: dropping it cancels it.
-        drop(lane.pool.take_all());
-        let (finished1, cancelled1) = totals(&handlers);
-        self.handlers.lock().unwrap().clear();
-        lane.delayed.lock().unwrap().clear();
-        let r = ShutdownReport {
-            finished: finished1 - finished0,
-            cancelled: cancelled1 - cancelled0,
-            interrupted: lane.stats.interrupts.load(Ordering::Relaxed) - interrupts0,
-            abandoned: lane.stats.abandoned.load(Ordering::Relaxed) - abandoned0,
-            drained,
-        };
-        *report = Some(r);
-        r
     }
 }
 
@@ -464,7 +689,7 @@ impl Engine {
         self.shared.mode
     }
 
-    /// Number of workers.
+    /// Number of workers (of the sub lane in [`Mode::SubInterpreters`]).
     pub fn workers(&self) -> usize {
         self.shared.workers
     }
@@ -479,12 +704,20 @@ impl Engine {
         self.shared.runtime.executable()
     }
 
+    /// Workers of the main lane (in [`Mode::SingleGil`], all of them).
+    pub fn main_workers(&self) -> usize {
+        self.shared.main_workers
+    }
+
     /// Warnings raised while building (mode fallback, prelude modules that
-    /// failed to import) and while running (quarantined workers, abandoned
-    /// interpreters). Each is also printed to stderr when raised.
+    /// failed to import) and while running (handlers moved to the main
+    /// lane, quarantined workers, abandoned interpreters). Each is also
+    /// printed to stderr when raised.
     pub fn warnings(&self) -> Vec<String> {
-        let mut w = self.shared.warnings.clone();
-        w.extend(self.shared.lane.warnings());
+        let mut w = self.shared.warnings.lock().unwrap().clone();
+        for lane in self.shared.lanes() {
+            w.extend(lane.warnings());
+        }
         w
     }
 
@@ -508,6 +741,7 @@ impl Engine {
                 max_in_flight: 8192,
                 vectorized: false,
                 timeout: None,
+                placement: Placement::Auto,
                 map_chunks: MapChunks::Guided,
             },
         }
@@ -610,6 +844,12 @@ impl HandlerBuilder<'_> {
         self.options.timeout = Some(timeout);
         self
     }
+    /// Which lane runs the function (default [`Placement::Auto`]: the sub
+    /// lane unless the module refuses subinterpreters).
+    pub fn placement(mut self, placement: Placement) -> Self {
+        self.options.placement = placement;
+        self
+    }
     /// How [`Handler::map`](crate::Handler::map) groups inputs into tasks
     /// (default [`MapChunks::Guided`]).
     pub fn map_chunks(mut self, chunks: MapChunks) -> Self {
@@ -640,18 +880,90 @@ impl HandlerBuilder<'_> {
         if shared.closed.load(Ordering::SeqCst) {
             return Err(Error::new(ErrorKind::Shutdown));
         }
+        let module = self.module.clone();
+        let placement = self.options.placement;
+        if shared.mode == Mode::SingleGil && placement == Placement::Sub {
+            return Err(Error::config(format!(
+                "{}:{} asks for Placement::Sub, but this engine runs Mode::SingleGil (no subinterpreters)",
+                self.module, self.function
+            )));
+        }
+        let verdict = shared.verdicts.lock().unwrap().get(&module).cloned();
+        let on_sub = shared.mode == Mode::SubInterpreters
+            && match (placement, &verdict) {
+                (Placement::Main, _) => false,
+                (Placement::Auto, Some(Verdict::Refuses(_))) => false,
+                (Placement::Sub, Some(Verdict::Refuses(line))) => {
+                    return Err(refused(&module, line));
+                }
+                _ => true,
+            };
+        let lane = if on_sub {
+            shared.sub.lock().unwrap().clone().expect("the sub lane runs")
+        } else {
+            shared.main_lane()?
+        };
+        let handler = self.resolve_on(lane);
+        let handler = match handler {
+            Err(e) if on_sub => match e.python().and_then(crate::placement::refusal) {
+                Some(line) if e.is_import() => {
+                    shared
+                        .verdicts
+                        .lock()
+                        .unwrap()
+                        .insert(module.clone(), Verdict::Refuses(line.clone()));
+                    if placement == Placement::Sub {
+                        return Err(refused(&module, &line));
+                    }
+                    let refuser = crate::placement::refusing_module(&line).unwrap_or(&module);
+                    shared.warn(format!(
+                        "module {refuser} refuses subinterpreters ({line}); handlers of module {module} run on the main lane"
+                    ));
+                    self.resolve_on(shared.main_lane()?)?
+                }
+                _ => return Err(e),
+            },
+            other => {
+                let h = other?;
+                if on_sub {
+                    shared
+                        .verdicts
+                        .lock()
+                        .unwrap()
+                        .entry(module)
+                        .or_insert(Verdict::Sub);
+                }
+                h
+            }
+        };
+        let core = handler.core.clone();
+        shared.handlers.lock().unwrap().push(core.clone());
+        if core.options.max_batch_delay.is_some() {
+            let lane = core.lane.clone();
+            lane.delayed.lock().unwrap().push(core);
+        }
+        Ok(handler)
+    }
+
+    /// A handler of these options on `lane`, its function resolved there.
+    fn resolve_on(&self, lane: Arc<Lane>) -> Result<Handler> {
         let core = Arc::new(HandlerCore::new(
             &self.module,
             &self.function,
             self.options,
-            shared.lane.clone(),
+            lane,
         ));
-        let handler = Handler { core: core.clone() };
+        let handler = Handler { core };
         handler.resolve()?;
-        shared.handlers.lock().unwrap().push(core.clone());
-        if core.options.max_batch_delay.is_some() {
-            shared.lane.delayed.lock().unwrap().push(core);
-        }
         Ok(handler)
     }
+}
+
+/// The error of a `Placement::Sub` handler whose module refuses
+/// subinterpreters.
+fn refused(module: &str, line: &str) -> Error {
+    Error::new(ErrorKind::Refused {
+        module: module.to_string(),
+        reason: line.to_string(),
+    })
 }

@@ -27,6 +27,8 @@ pub(crate) enum ErrorKind {
         module: String,
         exception: PyException,
     },
+    /// The module refuses subinterpreters and the handler asked for the sub lane.
+    Refused { module: String, reason: String },
     /// The module has no attribute of that name.
     FunctionNotFound { module: String, function: String },
     /// The attribute exists but is not callable.
@@ -100,6 +102,12 @@ impl Error {
     pub fn is_import(&self) -> bool {
         matches!(self.kind, ErrorKind::Import { .. })
     }
+    /// The module refuses subinterpreters (numpy, PyO3-built and other
+    /// single-phase extension modules) and the handler asked for
+    /// [`Placement::Sub`](crate::Placement::Sub).
+    pub fn is_refused(&self) -> bool {
+        matches!(self.kind, ErrorKind::Refused { .. })
+    }
     /// The module has no such function.
     pub fn is_function_not_found(&self) -> bool {
         matches!(self.kind, ErrorKind::FunctionNotFound { .. })
@@ -165,6 +173,10 @@ impl fmt::Display for Error {
             ErrorKind::Import { module, exception } => {
                 write!(f, "module {module:?} failed to import: {exception}")
             }
+            ErrorKind::Refused { module, reason } => write!(
+                f,
+                "module {module:?} cannot run in a subinterpreter: {reason}; load it with Placement::Auto or Placement::Main (the main lane), or run the engine in Mode::SingleGil"
+            ),
             ErrorKind::FunctionNotFound { module, function } => {
                 write!(f, "module {module:?} has no function {function:?}")
             }

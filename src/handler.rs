@@ -27,6 +27,7 @@ pub(crate) struct HandlerOptions {
     pub(crate) vectorized: bool,
     pub(crate) map_chunks: MapChunks,
     pub(crate) timeout: Option<Duration>,
+    pub(crate) placement: crate::placement::Placement,
 }
 
 /// One handler's task counters.
@@ -187,6 +188,14 @@ impl Handler {
     pub fn max_in_flight(&self) -> usize {
         self.core.permits.capacity()
     }
+    /// The lane the function runs on: [`Placement::Sub`](crate::Placement::Sub)
+    /// or [`Placement::Main`](crate::Placement::Main) (never `Auto`).
+    pub fn placement(&self) -> crate::placement::Placement {
+        match self.core.lane.kind {
+            LaneKind::Sub => crate::placement::Placement::Sub,
+            LaneKind::Main => crate::placement::Placement::Main,
+        }
+    }
     /// The deadline each task gets ([`HandlerBuilder::timeout`](crate::HandlerBuilder::timeout)).
     pub fn timeout(&self) -> Option<Duration> {
         self.core.options.timeout
@@ -210,6 +219,13 @@ impl Handler {
         F: for<'py> FnOnce(Object<'py>) -> Result<R> + Send + 'static,
     {
         self.submit_with(move || Ok(args), convert)?.wait()
+    }
+
+    /// Submits a call whose result stays a Python object in the
+    /// interpreter that made it: a [`Held`](crate::Held), to pass to
+    /// another handler of the same lane as an argument.
+    pub fn submit_held<A: IntoArgs>(&self, args: A) -> Result<TaskFuture<crate::Held>> {
+        self.submit::<A, crate::Held>(args)
     }
 
     /// Like [`submit`](Self::submit), with this task's own deadline,
@@ -349,13 +365,19 @@ impl Handler {
         A: IntoArgs,
         R: FromPython + Send + 'static,
     {
+        let home = inputs.iter().find_map(IntoArgs::home);
+        let place = self.core.lane.place(home, &self.core.target())?;
         self.acquire(None)?;
         self.core.stats.submitted.fetch_add(1, Ordering::Relaxed);
         let (done, future) = Completer::new(self.core.clone(), None);
-        self.core.lane.pool.inject(Job::Chunk {
+        let job = Job::Chunk {
             handler: self.core.clone(),
             chunk: Box::new(ChunkTask::new(inputs, done)),
-        });
+        };
+        match place {
+            None => self.core.lane.pool.inject(job),
+            Some(slot) => self.core.lane.pool.inject_to(slot, job),
+        }
         Ok(future)
     }
 

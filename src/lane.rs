@@ -9,7 +9,8 @@ use crate::task::Task;
 use crate::watchdog::Watch;
 use crate::worker::{self, WorkerStart};
 use gilpool_ffi::Runtime;
-use std::sync::atomic::AtomicU64;
+use crate::held::{Home, Releases};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -69,6 +70,8 @@ pub(crate) struct LaneConfig {
     /// How long a running task past its deadline (or cancelled) gets to
     /// stop after the first interrupt before its worker is quarantined.
     pub(crate) grace: Duration,
+    /// Run once in every interpreter before its first task.
+    pub(crate) initializers: Vec<crate::engine::Initializer>,
 }
 
 /// Counters of events that belong to a lane rather than a handler.
@@ -81,6 +84,8 @@ pub(crate) struct LaneStats {
 
 /// The shared state of one lane.
 pub(crate) struct Lane {
+    /// Unique in the process (a `Held`'s home names it).
+    pub(crate) id: u64,
     pub(crate) kind: LaneKind,
     pub(crate) pool: Arc<Pool<Job>>,
     pub(crate) slots: Vec<Arc<Slot>>,
@@ -96,7 +101,11 @@ pub(crate) struct Lane {
     /// behind before abandoning their interpreter (set by shutdown).
     end_by: Mutex<Option<Instant>>,
     warnings: Mutex<Vec<String>>,
+    /// `Held` objects of the main interpreter to give back (main lane).
+    pub(crate) releases: Arc<Releases>,
 }
+
+static NEXT_LANE: AtomicU64 = AtomicU64::new(1);
 
 impl std::fmt::Debug for Lane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -116,6 +125,7 @@ impl Lane {
             .map(|(i, local): (usize, Local<Job>)| Arc::new(Slot::new(i, local)))
             .collect();
         Arc::new(Lane {
+            id: NEXT_LANE.fetch_add(1, Ordering::Relaxed),
             kind,
             pool,
             slots,
@@ -127,6 +137,7 @@ impl Lane {
             exited: Condvar::new(),
             end_by: Mutex::new(None),
             warnings: Mutex::new(Vec::new()),
+            releases: Arc::new(Releases::default()),
         })
     }
 
@@ -224,16 +235,81 @@ impl Lane {
         loop {
             tasks.retain_mut(|t| t.commit());
             if !tasks.is_empty() {
-                handler.lane.pool.inject(Job::Batch(Batch {
-                    handler: handler.clone(),
-                    tasks,
-                    prefetched: true,
-                }));
+                handler.lane.route(handler, tasks, true);
                 return;
             }
             match handler.batcher.started(handler.clock()) {
                 Some(next) => tasks = next,
                 None => return,
+            }
+        }
+    }
+
+    /// Where a job bound to `home` may run: `Ok(None)` anywhere in this
+    /// lane, `Ok(Some(slot))` only on that worker, `Err` not in this lane.
+    pub(crate) fn place(&self, home: Option<Home>, target: &str) -> crate::Result<Option<usize>> {
+        match home {
+            None => Ok(None),
+            Some(h) if h.slot.is_none() && self.kind == LaneKind::Main => Ok(None),
+            Some(h) if h.lane == self.id => Ok(h.slot),
+            Some(h) => Err(crate::error::Error::conversion(format!(
+                "{target} runs on the {} lane, but an argument is a Held object of interpreter {} ({} lane): it can only be used on the lane that made it; convert it to a Value there first",
+                self.kind.name(),
+                h.interp,
+                if h.slot.is_some() { "a sub" } else { "the main" }
+            ))),
+        }
+    }
+
+    /// Publishes committed tasks: those bound to no interpreter as one
+    /// batch any worker may take, those holding a sub-lane `Held` as a
+    /// batch in the owning worker's mailbox; one bound elsewhere fails. The
+    /// first batch published keeps the prefetch slot (`prefetched`).
+    pub(crate) fn route(
+        &self,
+        handler: &Arc<HandlerCore>,
+        tasks: Vec<Box<dyn Task>>,
+        mut prefetched: bool,
+    ) {
+        if tasks.iter().all(|t| t.home().is_none()) {
+            self.pool.inject(Job::Batch(Batch {
+                handler: handler.clone(),
+                tasks,
+                prefetched,
+            }));
+            return;
+        }
+        let mut anywhere = Vec::new();
+        let mut pinned: std::collections::BTreeMap<usize, Vec<Box<dyn Task>>> =
+            std::collections::BTreeMap::new();
+        for t in tasks {
+            match self.place(t.home(), &handler.target()) {
+                Ok(None) => anywhere.push(t),
+                Ok(Some(slot)) => pinned.entry(slot).or_default().push(t),
+                Err(e) => t.fail(e),
+            }
+        }
+        if !anywhere.is_empty() {
+            self.pool.inject(Job::Batch(Batch {
+                handler: handler.clone(),
+                tasks: anywhere,
+                prefetched: std::mem::take(&mut prefetched),
+            }));
+        }
+        for (slot, tasks) in pinned {
+            self.pool.inject_to(
+                slot,
+                Job::Batch(Batch {
+                    handler: handler.clone(),
+                    tasks,
+                    prefetched: std::mem::take(&mut prefetched),
+                }),
+            );
+        }
+        if prefetched {
+            // Every task failed: the slot passes on.
+            if let Some(next) = handler.batcher.started(handler.clock()) {
+                Lane::publish(handler, next);
             }
         }
     }

@@ -8,11 +8,13 @@
 //! interpreter's GIL, taking it only around Python execution.
 //!
 //! Public items:
-//! - [`Engine`], [`EngineBuilder`], [`Mode`]: the runtime and its workers.
+//! - [`Engine`], [`EngineBuilder`], [`Mode`]: the runtime and its workers;
+//!   [`Placement`], [`default_main_workers`]: which lane runs a handler.
 //! - [`Handler`], [`HandlerBuilder`], [`MapIter`]: a bound Python function;
 //!   `invoke`, `invoke_with`, `submit`, `submit_with`, `try_submit`,
 //!   `submit_timeout`, `map`.
 //! - [`TaskFuture`]: a task's result (a `Future`, with blocking `wait`).
+//! - [`Held`], [`Home`]: a result kept as a Python object in its interpreter.
 //! - [`Value`], [`Args`], [`IntoPython`], [`FromPython`], [`IntoArgs`],
 //!   [`CallArgs`]: conversions.
 //! - [`Python`], [`Object`]: the attachment token and objects bound to it,
@@ -61,7 +63,9 @@ mod convert;
 mod engine;
 mod error;
 mod handler;
+mod held;
 mod lane;
+mod placement;
 pub(crate) mod sched;
 mod slot;
 mod task;
@@ -71,13 +75,15 @@ mod worker;
 
 pub use convert::{Args, CallArgs, FromPython, IntoArgs, IntoPython};
 pub use engine::{
-    Engine, EngineBuilder, HandlerBuilder, Mode, ShutdownReport, DEFAULT_INTERRUPT_GRACE,
-    DEFAULT_SHUTDOWN_TIMEOUT,
+    default_main_workers, Engine, EngineBuilder, HandlerBuilder, Mode, ShutdownReport,
+    DEFAULT_INTERRUPT_GRACE, DEFAULT_SHUTDOWN_TIMEOUT,
 };
 pub use error::{Error, Result, TrySubmitError};
 pub use gilpool_ffi::runtime::DEFAULT_PRELUDE;
 pub use gilpool_ffi::{is_attached, Object, PyException, Python, PythonVersion};
 pub use handler::{Handler, MapChunks, MapIter};
+pub use held::{Held, Home};
+pub use placement::Placement;
 pub use task::TaskFuture;
 pub use value::{Value, DEFAULT_MAX_DEPTH};
 pub use worker::DEFAULT_STACK_SIZE;

@@ -208,6 +208,8 @@ pub(crate) trait Task: Send {
     fn fail(self: Box<Self>, err: Error);
     /// The error for an interrupt of this task's run.
     fn interrupted(&self, reason: Reason) -> Error;
+    /// The interpreter its committed arguments are bound to, if any.
+    fn home(&self) -> Option<crate::held::Home>;
 }
 
 /// Runs one task: one call of `func` with its arguments, then its callback.
@@ -319,6 +321,13 @@ where
 
     fn interrupted(&self, reason: Reason) -> Error {
         self.done.interrupted(reason)
+    }
+
+    fn home(&self) -> Option<crate::held::Home> {
+        match &self.stage {
+            Stage::Committed(p) => p.home(),
+            _ => None,
+        }
     }
 }
 

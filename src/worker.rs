@@ -7,7 +7,10 @@
 //! a job (user code is contained per task; this is the last line) fails the
 //! tasks the job held with an error saying so, and the worker goes on.
 
+use crate::convert::IntoPython;
+use crate::engine::Initializer;
 use crate::error::{panic_message, Error, ErrorKind, Result};
+use crate::held::{self, Home, Releases};
 use crate::handler::HandlerCore;
 use crate::lane::{Batch, Job, Lane, LaneKind};
 use crate::sched::pool::{Idle, Next};
@@ -92,19 +95,52 @@ pub(crate) fn run(start: WorkerStart) {
         let guard = state.attach();
         let py = guard.py();
         py.prepend_sys_path(&lane.config.sys_path)
-            .map(|()| py.interrupt_handle())
+            .map_err(|e| format!("cannot set sys.path in a worker interpreter: {e}"))
+            .and_then(|()| {
+                if lane.kind != LaneKind::Sub {
+                    // The main interpreter ran them once, when the lane started.
+                    return Ok(());
+                }
+                let inits: Vec<Initializer> = lane
+                    .config
+                    .initializers
+                    .iter()
+                    .filter(|i| i.applies_to(LaneKind::Sub))
+                    .cloned()
+                    .collect();
+                run_initializers(py, &inits)
+                    .map_err(|e| format!("worker {}-{index}: {e}", lane.kind.name()))
+            })
+            .map(|()| (py.interrupt_handle(), py.interpreter_id()))
     };
-    let handle = match prepared {
+    let (handle, interp) = match prepared {
         Ok(h) => h,
         Err(e) => {
-            report(Err(format!(
-                "cannot set sys.path in a worker interpreter: {e}"
-            )));
+            report(Err(e));
             end(&lane, state, Instant::now());
             leave(&lane, &slot, generation);
             return;
         }
     };
+    let (home, releases) = match lane.kind {
+        LaneKind::Sub => (
+            Home {
+                lane: lane.id,
+                slot: Some(index),
+                interp,
+            },
+            Arc::new(Releases::default()),
+        ),
+        LaneKind::Main => (
+            Home {
+                lane: lane.id,
+                slot: None,
+                interp,
+            },
+            lane.releases.clone(),
+        ),
+    };
+    held::enter(home, releases.clone());
     slot.lock().target = Some(Arc::new(Target {
         handle: handle.clone(),
         busy: AtomicBool::new(false),
@@ -117,6 +153,7 @@ pub(crate) fn run(start: WorkerStart) {
         slot: slot.clone(),
         generation,
         handle,
+        releases,
     };
     let spin = lane.config.idle_spin;
     let mut idle_since: Option<Instant> = None;
@@ -190,6 +227,8 @@ struct Worker {
     slot: Arc<Slot>,
     generation: u64,
     handle: Arc<InterruptHandle>,
+    /// `Held` objects of this interpreter to give back.
+    releases: Arc<Releases>,
 }
 
 /// Why a task taken from the slot is not run.
@@ -213,6 +252,7 @@ impl Worker {
             Job::Resolve { handler, reply } => {
                 let guard = self.state.attach();
                 let py = guard.py();
+                self.releases.drain(py);
                 let _ = reply.send(lookup(&mut self.cache, py, &handler).map(drop));
             }
         }
@@ -251,6 +291,7 @@ impl Worker {
         self.slot.lock().rest = Some((handler.clone(), tasks.into()));
         let guard = self.state.attach();
         let py = guard.py();
+        self.releases.drain(py);
         let func = match lookup(&mut self.cache, py, &handler) {
             Ok(f) => f,
             Err(e) => {
@@ -316,6 +357,7 @@ impl Worker {
         }
         let guard = self.state.attach();
         let py = guard.py();
+        self.releases.drain(py);
         let func = match lookup(&mut self.cache, py, handler) {
             Ok(f) => f,
             Err(e) => {
@@ -411,6 +453,7 @@ impl Worker {
             slot,
             generation,
             handle,
+            releases,
         } = self;
         handle.retire();
         {
@@ -425,7 +468,12 @@ impl Worker {
             for (_, stash) in cache {
                 stash.release(py);
             }
+            releases.drain(py);
         }
+        if lane.kind == LaneKind::Sub {
+            releases.close();
+        }
+        held::leave();
         end(&lane, state, deadline);
     }
 }
@@ -482,6 +530,36 @@ fn call_vectorized<'py>(
         }
         Err(e) => ok.into_iter().for_each(|t| t.fail(e.clone())),
     }
+}
+
+/// Runs each initializer (`module.function(*args)`) in the interpreter `py`
+/// is attached to; the first failure is returned with its traceback.
+pub(crate) fn run_initializers(
+    py: Python<'_>,
+    inits: &[Initializer],
+) -> std::result::Result<(), String> {
+    for init in inits {
+        let target = format!("{}:{}", init.module, init.function);
+        let run = || -> Result<()> {
+            let f = import_function(py, &init.module, &init.function)?;
+            let args = init
+                .args
+                .iter()
+                .cloned()
+                .map(|v| v.into_python(py))
+                .collect::<Result<Vec<_>>>()?;
+            f.call(&args, None)?;
+            Ok(())
+        };
+        contain("initializer", run).map_err(|e| {
+            let tb = e
+                .python()
+                .map(|p| p.traceback.clone())
+                .unwrap_or_default();
+            format!("initializer {target} failed: {e}\n{tb}")
+        })?;
+    }
+    Ok(())
 }
 
 /// The handler's function in this interpreter: imported and looked up on

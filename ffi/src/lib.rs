@@ -28,7 +28,7 @@ pub use attach::{is_attached, Attached, Python};
 pub use error::PyException;
 pub use interp::{attach, MainThreadState, SubInterpreter, WorkerState};
 pub use interrupt::InterruptHandle;
-pub use object::{Kind, Object, Stash};
+pub use object::{Kept, Kind, Object, Stash};
 pub use runtime::{InitError, PythonVersion, Runtime, RuntimeConfig};
 
 /// Whether this build can create own-GIL subinterpreters (built for

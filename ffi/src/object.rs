@@ -681,3 +681,88 @@ impl<'py> Python<'py> {
         }
     }
 }
+
+/// An owned reference kept outside any attachment, tied to the interpreter
+/// that made it (by id; CPython never reuses interpreter ids) rather than
+/// to a thread state: any thread attached to that interpreter may use it.
+/// It has no `Drop`: it is given back with [`release`](Kept::release)
+/// while attached to its interpreter, or [`forget`](Kept::forget)ten when
+/// that interpreter is gone.
+pub struct Kept {
+    ptr: NonNull<ffi::PyObject>,
+    interp: i64,
+}
+
+// SAFETY: the pointer is dereferenced (by CPython) only in `bind` and
+// `release`, which check that the calling thread is attached to the
+// interpreter that owns the object; moving the handle between threads does
+// not touch the object.
+unsafe impl Send for Kept {}
+// SAFETY: as above; `&Kept` allows only the checked `bind`.
+unsafe impl Sync for Kept {}
+
+impl fmt::Debug for Kept {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Kept")
+            .field("interpreter", &self.interp)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'py> Object<'py> {
+    /// Keeps this reference beyond the attachment (see [`Kept`]).
+    pub fn keep(self) -> Kept {
+        let interp = self.py.interpreter_id();
+        let ptr = self.ptr;
+        std::mem::forget(self);
+        Kept { ptr, interp }
+    }
+}
+
+impl Kept {
+    /// The id of the interpreter the object belongs to.
+    pub fn interpreter_id(&self) -> i64 {
+        self.interp
+    }
+
+    /// A new reference for this attachment, or `None` when the thread is
+    /// attached to another interpreter.
+    pub fn bind<'py>(&self, py: Python<'py>) -> Option<Object<'py>> {
+        if py.interpreter_id() != self.interp {
+            return None;
+        }
+        // SAFETY: attached to the interpreter that owns the object (checked
+        // above); we hold a reference, so it is live.
+        Some(unsafe { Object::from_borrowed_ptr(py, self.ptr.as_ptr()) })
+    }
+
+    /// Gives the reference back, while attached to its interpreter;
+    /// otherwise hands it back unchanged.
+    pub fn release(self, py: Python<'_>) -> Result<(), Kept> {
+        if py.interpreter_id() != self.interp {
+            return Err(self);
+        }
+        // SAFETY: attached to the owning interpreter; we own this reference.
+        unsafe { ffi::Py_DecRef(self.ptr.as_ptr()) };
+        Ok(())
+    }
+
+    /// Gives the reference back if the current thread happens to be
+    /// attached to the object's interpreter through gilpool; otherwise
+    /// hands it back unchanged (to be released later, where it can be).
+    pub fn release_here(self) -> Result<(), Kept> {
+        if !attach::is_attached() {
+            return Err(self);
+        }
+        // SAFETY: the thread is attached (checked above, through gilpool's
+        // own record), which is what the token stands for, for this call.
+        let py = unsafe { Python::assume_attached() };
+        self.release(py)
+    }
+
+    /// Drops the handle without touching the object (its interpreter has
+    /// ended, taking the object with it).
+    pub fn forget(self) {
+        std::mem::forget(self);
+    }
+}

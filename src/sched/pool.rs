@@ -27,6 +27,8 @@ const CANCELLED: u8 = 2;
 #[derive(Debug)]
 pub(crate) struct Pool<J> {
     injector: Injector<J>,
+    /// One per worker: jobs only that worker may run (never stolen).
+    mailboxes: Vec<Injector<J>>,
     stealers: Vec<Stealer<J>>,
     sleep: Sleep,
     state: AtomicU8,
@@ -56,6 +58,7 @@ impl<J> Pool<J> {
         let deques: Vec<Worker<J>> = (0..workers).map(|_| Worker::new_fifo()).collect();
         let pool = Arc::new(Pool {
             injector: Injector::new(),
+            mailboxes: (0..workers).map(|_| Injector::new()).collect(),
             stealers: deques.iter().map(Worker::stealer).collect(),
             sleep: Sleep::new(),
             state: AtomicU8::new(RUNNING),
@@ -76,6 +79,17 @@ impl<J> Pool<J> {
     pub(crate) fn inject(&self, job: J) {
         self.injector.push(job);
         self.sleep.notify_one();
+    }
+
+    /// Publishes a job only worker `index` may run (its mailbox is never
+    /// stolen from) and wakes every sleeping worker: a targeted wake-up
+    /// does not exist, and the woken ones that are not `index` find nothing
+    /// and sleep again. As with `drain`, the epoch bump means `index`
+    /// either finds the job in a search begun after the push or cannot
+    /// sleep through the notification.
+    pub(crate) fn inject_to(&self, index: usize, job: J) {
+        self.mailboxes[index].push(job);
+        self.sleep.notify_all();
     }
 
     /// Wakes every worker so it re-reads shared state (a new deadline).
@@ -140,6 +154,15 @@ impl<J> Pool<J> {
                 }
             }
         }
+        for m in &self.mailboxes {
+            loop {
+                match m.steal() {
+                    Steal::Success(j) => out.push(j),
+                    Steal::Retry => continue,
+                    Steal::Empty => break,
+                }
+            }
+        }
         out
     }
 
@@ -177,14 +200,20 @@ impl<J> Local<J> {
         self.pool.sleep.notify_one();
     }
 
-    /// Looks for a job without blocking: own deque, then the injector, then
-    /// siblings' deques (starting after this worker, so thieves spread out).
+    /// Looks for a job without blocking: own deque, own mailbox, then the
+    /// injector, then siblings' deques (starting after this worker, so
+    /// thieves spread out).
     pub(crate) fn find(&self) -> Option<J> {
         if let Some(j) = self.deque.pop() {
             return Some(j);
         }
         loop {
             let mut retry = false;
+            match self.pool.mailboxes[self.index].steal() {
+                Steal::Success(j) => return Some(j),
+                Steal::Retry => retry = true,
+                Steal::Empty => {}
+            }
             match self.pool.injector.steal_batch_and_pop(&self.deque) {
                 Steal::Success(j) => {
                     // Extra jobs moved into our deque are work a sleeping

@@ -117,6 +117,13 @@ pub(crate) mod deque {
         pub(crate) fn is_empty(&self) -> bool {
             self.queue.lock().unwrap().is_empty()
         }
+        /// Pops one task, like crossbeam's `Injector::steal`.
+        pub(crate) fn steal(&self) -> Steal<T> {
+            match self.queue.try_lock() {
+                Ok(mut q) => q.pop_front().map_or(Steal::Empty, Steal::Success),
+                Err(_) => retry(),
+            }
+        }
         /// Pops one task and moves up to half of the rest (at most 2 here)
         /// into `dest`, like crossbeam's `steal_batch_and_pop`.
         pub(crate) fn steal_batch_and_pop(&self, dest: &Worker<T>) -> Steal<T> {
