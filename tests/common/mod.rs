@@ -54,3 +54,51 @@ pub(crate) fn resolve<R>(
     fut.wait_timeout(within)
         .unwrap_or_else(|| panic!("a future did not resolve within {within:?}"))
 }
+
+/// The `site-packages` of a virtualenv holding `packages`, for the Python
+/// this build embeds: made once under the target directory and reused.
+/// `Err` says why it could not be made (no network to PyPI, say): callers
+/// skip then, printing the reason.
+pub(crate) fn venv_site(packages: &[&str]) -> Result<std::path::PathBuf, String> {
+    use std::process::Command;
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = MAKING.lock().unwrap_or_else(|e| e.into_inner());
+    let python = gilpool_ffi::BUILD_EXECUTABLE;
+    let version = Command::new(python)
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        .output()
+        .map_err(|e| format!("cannot run {python}: {e}"))?;
+    let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+    let root = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("venvs");
+    let dir = root.join(format!("py{version}-{}", packages.join("-")));
+    let site = dir
+        .join("lib")
+        .join(format!("python{version}"))
+        .join("site-packages");
+    if dir.join("ready").exists() {
+        return Ok(site);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&root).map_err(|e| e.to_string())?;
+    let run = |cmd: &mut Command| -> Result<(), String> {
+        let out = cmd.output().map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{cmd:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            ))
+        }
+    };
+    run(Command::new(python).args(["-m", "venv"]).arg(&dir))?;
+    run(Command::new(dir.join("bin/python"))
+        .args(["-m", "pip", "install", "--disable-pip-version-check", "-q"])
+        .args(packages))
+    .map_err(|e| format!("pip could not install {packages:?} (no registry?): {e}"))?;
+    std::fs::write(dir.join("ready"), b"").map_err(|e| e.to_string())?;
+    Ok(site)
+}
