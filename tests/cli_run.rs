@@ -13,8 +13,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 const FIXTURE: &str = "tests/fixtures/run/gilpool_run_fixture.py";
+const HOSTILE: &str = "tests/fixtures/run/hostile.py";
+/// A `gilpool run` still running after this long is hung (and killed).
+const HANG_LIMIT: Duration = Duration::from_secs(60);
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -128,6 +132,88 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// The counts of the summary, which must be stderr's last line and read
+/// exactly `N ok, M failed (K timed out) in T s` (T with one decimal).
+fn summary(stderr: &str) -> (u64, u64, u64) {
+    let last = stderr.lines().last().unwrap_or("");
+    let parse = || -> Option<(u64, u64, u64)> {
+        let (ok, rest) = last.split_once(" ok, ")?;
+        let (failed, rest) = rest.split_once(" failed (")?;
+        let (timed_out, rest) = rest.split_once(" timed out) in ")?;
+        let secs = rest.strip_suffix(" s")?;
+        let (whole, tenths) = secs.split_once('.')?;
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(whole) || tenths.len() != 1 || !digits(tenths) {
+            return None;
+        }
+        Some((
+            ok.parse().ok()?,
+            failed.parse().ok()?,
+            timed_out.parse().ok()?,
+        ))
+    };
+    parse().unwrap_or_else(|| panic!("stderr's last line is not the summary:\n{stderr}"))
+}
+
+/// The `--mode` values this build runs as asked.
+fn modes() -> Vec<&'static str> {
+    let mut m = vec!["single-gil"];
+    if gilpool::Mode::SubInterpreters.is_supported() {
+        m.push("subinterpreters");
+    }
+    m
+}
+
+/// Drains a pipe on a thread of its own.
+fn drain(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        buf
+    })
+}
+
+/// Waits for `child`, killing it and failing the test past [`HANG_LIMIT`].
+fn wait_limited(child: &mut std::process::Child, what: &str) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if start.elapsed() > HANG_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: hung, killed after {HANG_LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// [`run`] with the hang limit: the input is written and closed.
+fn run_limited(args: &[&str], stdin: &str) -> Output {
+    let mut child = gilpool()
+        .arg("run")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("gilpool starts");
+    let mut pipe = child.stdin.take().unwrap();
+    let text = stdin.to_string();
+    std::thread::spawn(move || {
+        let _ = pipe.write_all(text.as_bytes());
+    });
+    let out = drain(child.stdout.take().unwrap());
+    let err = drain(child.stderr.take().unwrap());
+    let status = wait_limited(&mut child, &format!("gilpool run {args:?}"));
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
 /// Same records line by line; error records must agree on `type` (and on
 /// `message` when `messages`), the reference has no traceback.
 fn assert_same(ours: &[Json], theirs: &[Json], messages: bool) {
@@ -178,11 +264,13 @@ fn hundred_thousand_lines_match_a_plain_python_loop_in_order() {
         None,
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        out.stderr.is_empty(),
-        "no progress bar or noise off a terminal: {}",
+    assert_eq!(
+        stderr(&out).lines().count(),
+        1,
+        "no progress bar or noise off a terminal, only the summary: {}",
         stderr(&out)
     );
+    assert_eq!(summary(&stderr(&out)), (100_000, 0, 0));
     let ours = lines(&out.stdout);
     assert_eq!(ours.len(), 100_000);
     assert_same(&ours, &reference("gilpool_workloads:inc", &input), true);
@@ -252,6 +340,8 @@ fn a_raising_task_is_an_error_record_and_exit_1() {
         .map(String::as_str)
         .collect();
     assert_eq!(keys, ["type", "message", "traceback"]);
+
+    assert_eq!(summary(&stderr(&out)), (3, 2, 0));
 
     // Every task failing is still exit 1, not a setup error.
     let out = run(
@@ -334,6 +424,10 @@ fn an_invalid_line_stops_with_exit_2_naming_it() {
         lines(&out.stdout),
         [serde_json::json!({"ok": 2}), serde_json::json!({"ok": 3})]
     );
+    // The error comes before the summary, which counts the lines written.
+    let err_lines: Vec<&str> = err.lines().collect();
+    assert!(err_lines[err_lines.len() - 2].contains("line 3"), "{err}");
+    assert_eq!(summary(&err), (2, 0, 0));
 
     for (input, line, what) in [
         ("[1]\n5\n", "line 2", "a task must be a JSON array"),
@@ -430,8 +524,24 @@ fn usage_and_setup_errors_exit_2_with_a_clear_message() {
             "--venv is not supported yet",
         ),
         (
-            &["gilpool_workloads:inc", "--timeout", "5"],
-            "--timeout is not supported yet",
+            &["gilpool_workloads:inc", "--timeout", "0"],
+            "positive number of seconds",
+        ),
+        (
+            &["gilpool_workloads:inc", "--timeout", "-1"],
+            "positive number of seconds",
+        ),
+        (
+            &["gilpool_workloads:inc", "--timeout", "nan"],
+            "positive number of seconds",
+        ),
+        (
+            &["gilpool_workloads:inc", "--timeout", "inf"],
+            "positive number of seconds",
+        ),
+        (
+            &["gilpool_workloads:inc", "--shutdown-timeout", "-0.5"],
+            "0 or more",
         ),
         (
             &["gilpool_workloads:inc", "--workers", "0"],
@@ -489,7 +599,10 @@ fn a_closed_output_stops_quietly() {
     let (lines, out) = run_closing_stdout_after(&["python/gilpool_workloads.py:inc"], &input, 2);
     assert_eq!(lines, ["{\"ok\": 1}\n", "{\"ok\": 2}\n"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+    // No error; the summary counts at least the lines read.
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    let (ok, failed, timed_out) = summary(&stderr(&out));
+    assert!(ok >= 2 && failed == 0 && timed_out == 0, "{}", stderr(&out));
     // A task that failed before the pipe closed still makes it exit 1.
     let failing: String = std::iter::once("[\"x\"]\n".to_string())
         .chain((0..200_000).map(|i| format!("[{i}]\n")))
@@ -600,4 +713,198 @@ fn single_gil_mode_gives_the_same_outputs() {
         assert_eq!(o.len(), 5002, "{mode}");
     }
     assert_eq!(outputs[0].1[5000]["error"]["type"], "TypeError");
+}
+
+#[test]
+fn the_summary_is_the_last_stderr_line_of_a_normal_run() {
+    for mode in modes() {
+        let target = format!("{FIXTURE}:check");
+        let out = run_limited(&[&target, "--mode", mode], "[1]\n[-2]\n[3]\n");
+        assert_eq!(out.status.code(), Some(1), "{mode}: {}", stderr(&out));
+        assert_eq!(summary(&stderr(&out)), (2, 1, 0), "{mode}");
+        let out = run_limited(&[&target, "--mode", mode], "[1]\n[2]\n");
+        assert_eq!(out.status.code(), Some(0), "{mode}: {}", stderr(&out));
+        assert_eq!(stderr(&out).lines().count(), 1, "{mode}: {}", stderr(&out));
+        assert_eq!(summary(&stderr(&out)), (2, 0, 0), "{mode}");
+        // No input at all still has its summary.
+        let out = run_limited(&[&target, "--mode", mode], "");
+        assert_eq!(out.status.code(), Some(0), "{mode}: {}", stderr(&out));
+        assert_eq!(summary(&stderr(&out)), (0, 0, 0), "{mode}");
+    }
+}
+
+/// The Timeout record of a task past its `--timeout`.
+fn assert_timeout(record: &Json, context: &str) {
+    let err = &record["error"];
+    assert_eq!(err["type"], "Timeout", "{context}: {record}");
+    assert!(err["traceback"].is_null(), "{context}: {record}");
+    let message = err["message"].as_str().expect("a message");
+    assert!(message.contains("deadline"), "{context}: {message}");
+    let keys: Vec<&str> = err
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(keys, ["type", "message", "traceback"], "{context}");
+}
+
+#[test]
+fn a_task_past_its_timeout_is_interrupted_and_the_run_goes_on() {
+    let target = format!("{HOSTILE}:spin");
+    for mode in modes() {
+        // With one worker the second task waits for the first to time out:
+        // its own time starts only when a worker has room for it.
+        for workers in ["2", "1"] {
+            let context = format!("{mode}, {workers} workers");
+            let out = run_limited(
+                &[&target, "--timeout", "1", "--mode", mode, "-w", workers],
+                "[0]\n[1]\n",
+            );
+            assert_eq!(out.status.code(), Some(1), "{context}: {}", stderr(&out));
+            let ours = lines(&out.stdout);
+            assert_eq!(ours.len(), 2, "{context}");
+            assert_timeout(&ours[0], &context);
+            assert_eq!(ours[1], serde_json::json!({"ok": 1}), "{context}");
+            assert_eq!(summary(&stderr(&out)), (1, 1, 1), "{context}");
+        }
+    }
+}
+
+#[test]
+fn a_task_blocked_in_c_past_its_timeout_is_given_up_and_its_worker_replaced() {
+    // time.sleep(3600) cannot be interrupted: after the grace period (1 s)
+    // the task is resolved as timed out and its worker quarantined.
+    let target = format!("{HOSTILE}:block");
+    for mode in modes() {
+        for workers in ["2", "1"] {
+            let context = format!("{mode}, {workers} workers");
+            let out = run_limited(
+                &[&target, "--timeout", "1", "--mode", mode, "-w", workers],
+                "[0]\n[1]\n",
+            );
+            assert_eq!(out.status.code(), Some(1), "{context}: {}", stderr(&out));
+            let ours = lines(&out.stdout);
+            assert_eq!(ours.len(), 2, "{context}");
+            assert_timeout(&ours[0], &context);
+            assert_eq!(ours[1], serde_json::json!({"ok": 1}), "{context}");
+            assert_eq!(summary(&stderr(&out)), (1, 1, 1), "{context}");
+        }
+    }
+}
+
+#[test]
+fn threads_tasks_leave_behind_never_hang_the_end() {
+    let target = format!("{HOSTILE}:leave_thread");
+    for mode in modes() {
+        for wait in [
+            &["--shutdown-timeout", "0.5"][..],
+            &["--shutdown-timeout", "0"],
+        ] {
+            let mut args = vec![target.as_str(), "--mode", mode];
+            args.extend_from_slice(wait);
+            let out = run_limited(&args, "[1]\n[2]\n[3]\n");
+            assert_eq!(out.status.code(), Some(0), "{mode}: {}", stderr(&out));
+            assert_eq!(summary(&stderr(&out)), (3, 0, 0), "{mode}");
+            assert_eq!(
+                String::from_utf8(out.stdout).unwrap(),
+                "{\"ok\": 1}\n{\"ok\": 2}\n{\"ok\": 3}\n",
+                "{mode}"
+            );
+        }
+    }
+}
+
+/// Starts `gilpool run ARGS` on a pipe it keeps open, writes `input`, waits
+/// until `ready` output lines arrived, sends `signal` with `kill`, and
+/// returns the exit status, every output line and stderr.
+fn signal_while_running(
+    args: &[&str],
+    input: &str,
+    ready: usize,
+    signal: &str,
+) -> (std::process::ExitStatus, Vec<String>, String) {
+    use std::io::BufRead;
+    let mut child = gilpool()
+        .arg("run")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("gilpool starts");
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input.as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let reader = std::thread::spawn(move || {
+        for line in stdout.lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let err = drain(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    while seen.len() < ready {
+        match rx.recv_timeout(HANG_LIMIT) {
+            Ok(line) => seen.push(line),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{args:?}: only {seen:?} written before the signal");
+            }
+        }
+    }
+    let killed = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .expect("kill runs");
+    assert!(killed.success(), "kill -{signal} failed");
+    let status = wait_limited(&mut child, &format!("{args:?} after SIG{signal}"));
+    // The input stays open until gilpool has exited.
+    drop(stdin);
+    reader.join().unwrap();
+    seen.extend(rx.try_iter());
+    (
+        status,
+        seen,
+        String::from_utf8_lossy(&err.join().unwrap()).into_owned(),
+    )
+}
+
+#[test]
+fn a_signal_stops_the_run_and_keeps_the_finished_lines() {
+    let target = format!("{HOSTILE}:spin");
+    for mode in modes() {
+        for (signal, code) in [("INT", 130), ("TERM", 143)] {
+            // The last line spins forever: the signal interrupts it, and it
+            // is not written. Then a run whose tasks are all done, waiting
+            // for input that never comes.
+            for (input, done) in [("[1]\n[2]\n[3]\n[0]\n", 3), ("[4]\n[5]\n", 2)] {
+                let context = format!("{mode}, SIG{signal}, {input:?}");
+                let (status, out, err) = signal_while_running(
+                    &[&target, "--mode", mode, "-w", "2"],
+                    input,
+                    done,
+                    signal,
+                );
+                assert_eq!(status.code(), Some(code), "{context}: {err}");
+                let want: Vec<String> = input
+                    .lines()
+                    .take(done)
+                    .map(|l| format!("{{\"ok\": {}}}", &l[1..l.len() - 1]))
+                    .collect();
+                assert_eq!(out, want, "{context}");
+                assert!(
+                    err.contains(&format!("stopped by SIG{signal}")),
+                    "{context}: {err}"
+                );
+                assert_eq!(summary(&err), (done as u64, 0, 0), "{context}");
+            }
+        }
+    }
 }
