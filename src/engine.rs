@@ -4,9 +4,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::handler::{Handler, HandlerCore, HandlerOptions, MapChunks};
 use crate::lane::{Lane, LaneConfig, LaneKind};
 use crate::placement::Placement;
-use std::collections::HashMap;
 use crate::watchdog::{self, Reason};
 use gilpool_ffi::{PythonVersion, Runtime, RuntimeConfig};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -490,7 +490,7 @@ impl Shared {
             }
         }
         if let Some(e) = first_error {
-            stop_lanes(&[lane.clone()], Instant::now(), false);
+            stop_lanes(std::slice::from_ref(&lane), Instant::now(), false);
             lane.watch.stop();
             return Err(Error::new(ErrorKind::Init(e)));
         }
@@ -899,7 +899,12 @@ impl HandlerBuilder<'_> {
                 _ => true,
             };
         let lane = if on_sub {
-            shared.sub.lock().unwrap().clone().expect("the sub lane runs")
+            shared
+                .sub
+                .lock()
+                .unwrap()
+                .clone()
+                .expect("the sub lane runs")
         } else {
             shared.main_lane()?
         };
@@ -915,9 +920,8 @@ impl HandlerBuilder<'_> {
                     if placement == Placement::Sub {
                         return Err(refused(&module, &line));
                     }
-                    let refuser = crate::placement::refusing_module(&line).unwrap_or(&module);
                     shared.warn(format!(
-                        "module {refuser} refuses subinterpreters ({line}); handlers of module {module} run on the main lane"
+                        "handlers of module {module} run on the main lane, since it refuses subinterpreters: {line}"
                     ));
                     self.resolve_on(shared.main_lane()?)?
                 }

@@ -189,7 +189,11 @@ impl Held {
 
 impl IntoPython for Held {
     fn into_python<'py>(self, py: Python<'py>) -> Result<Object<'py>> {
-        let kept = self.inner.kept.as_ref().expect("a live Held keeps its object");
+        let kept = self
+            .inner
+            .kept
+            .as_ref()
+            .expect("a live Held keeps its object");
         kept.bind(py).ok_or_else(|| {
             Error::conversion(format!(
                 "a Held object lives in interpreter {} and cannot be used in interpreter {}: pass it to a handler on the lane that made it (on the sub lane its tasks go to the worker owning it), or convert it to a Value there first",

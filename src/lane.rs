@@ -3,13 +3,13 @@
 //! main lane's workers share the main interpreter (and its GIL).
 
 use crate::handler::HandlerCore;
+use crate::held::{Home, Releases};
 use crate::sched::pool::{Local, Pool};
 use crate::slot::Slot;
 use crate::task::Task;
 use crate::watchdog::Watch;
 use crate::worker::{self, WorkerStart};
 use gilpool_ffi::Runtime;
-use crate::held::{Home, Releases};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};

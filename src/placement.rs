@@ -65,19 +65,19 @@ pub(crate) fn refusal(exc: &PyException) -> Option<String> {
 }
 
 /// `ImportError: module numpy._core._multiarray_umath does not support …`
-/// → `module numpy._core._multiarray_umath does not support …`.
+/// or numpy's `Original error was: module … does not support …` →
+/// `module numpy._core._multiarray_umath does not support …`.
 fn clean(line: &str) -> String {
     let line = line.trim();
+    if let Some(at) = REFUSALS.iter().find_map(|r| line.find(r)) {
+        if let Some(m) = line[..at].rfind("module ") {
+            return line[m..].to_string();
+        }
+    }
     match line.split_once(": ") {
         Some((head, rest)) if head.ends_with("Error") && !head.contains(' ') => rest.to_string(),
         _ => line.to_string(),
     }
-}
-
-/// The module a refusal line names (`module X does not support …`), if any.
-pub(crate) fn refusing_module(line: &str) -> Option<&str> {
-    let rest = line.strip_prefix("module ")?;
-    rest.split_whitespace().next()
 }
 
 #[cfg(test)]
@@ -97,20 +97,20 @@ mod tests {
             "Traceback (most recent call last):\n  ...\nImportError: module numpy._core._multiarray_umath does not support loading in subinterpreters\n\nThe above exception was the direct cause of the following exception:\n...",
         );
         let line = refusal(&numpy).unwrap();
+        let wrapped = exc(
+            "...\nOriginal error was: module numpy._core._multiarray_umath does not support loading in subinterpreters\n",
+            "",
+        );
+        assert_eq!(refusal(&wrapped).unwrap(), line);
         assert_eq!(
             line,
             "module numpy._core._multiarray_umath does not support loading in subinterpreters"
-        );
-        assert_eq!(
-            refusing_module(&line),
-            Some("numpy._core._multiarray_umath")
         );
         let pyo3 = exc(
             "PyO3 modules do not yet support subinterpreters, see https://github.com/PyO3/pyo3/issues/576",
             "",
         );
         assert!(refusal(&pyo3).is_some());
-        assert!(refusing_module(&refusal(&pyo3).unwrap()).is_none());
         assert!(refusal(&exc("No module named 'nope'", "")).is_none());
     }
 }

@@ -10,8 +10,8 @@
 use crate::convert::IntoPython;
 use crate::engine::Initializer;
 use crate::error::{panic_message, Error, ErrorKind, Result};
-use crate::held::{self, Home, Releases};
 use crate::handler::HandlerCore;
+use crate::held::{self, Home, Releases};
 use crate::lane::{Batch, Job, Lane, LaneKind};
 use crate::sched::pool::{Idle, Next};
 use crate::slot::{Slot, SlotInner, Target};
@@ -552,10 +552,7 @@ pub(crate) fn run_initializers(
             Ok(())
         };
         contain("initializer", run).map_err(|e| {
-            let tb = e
-                .python()
-                .map(|p| p.traceback.clone())
-                .unwrap_or_default();
+            let tb = e.python().map(|p| p.traceback.clone()).unwrap_or_default();
             format!("initializer {target} failed: {e}\n{tb}")
         })?;
     }

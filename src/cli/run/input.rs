@@ -11,11 +11,11 @@
 //! is not a task ends the reading ([`Event::Stop`] naming it); nothing after
 //! it is read.
 
-use std::mem::take;
 use super::json::{is_json_space, parse_json};
 use super::signals::Stopper;
 use gilpool::{Args, Value};
 use std::io::{BufRead, BufReader, IsTerminal, Read};
+use std::mem::take;
 use std::path::Path;
 use std::sync::mpsc::SyncSender;
 use std::sync::Arc;
