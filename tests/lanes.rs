@@ -286,3 +286,22 @@ fn numpy_matrices_pass_between_handlers_as_held() {
         engine.shutdown();
     }
 }
+
+#[path = "../examples/svd_pipeline.rs"]
+mod svd;
+
+#[test]
+fn the_svd_pipeline_hands_matrices_over_as_held_and_matches_numpy() {
+    let site = match common::venv_site(&["numpy"]) {
+        Ok(site) => site,
+        Err(why) => {
+            println!("skipped: numpy is not available: {why}");
+            return;
+        }
+    };
+    let expected = svd::reference(&site, svd::MATRICES).unwrap();
+    for mode in common::modes() {
+        let (ranks, _) = svd::pipeline(mode, 2, &site, svd::MATRICES).unwrap();
+        assert_eq!(ranks, expected, "{mode}");
+    }
+}
