@@ -72,6 +72,8 @@ pub struct EngineBuilder {
     max_depth: usize,
     main_workers: Option<usize>,
     initializers: Vec<Initializer>,
+    max_tasks_per_worker: Option<u64>,
+    max_allocated_blocks: Option<usize>,
 }
 
 /// A function every interpreter of a lane runs once, before its first task.
@@ -114,6 +116,8 @@ impl Default for EngineBuilder {
             max_depth: crate::DEFAULT_MAX_DEPTH,
             main_workers: None,
             initializers: Vec::new(),
+            max_tasks_per_worker: None,
+            max_allocated_blocks: None,
         }
     }
 }
@@ -258,6 +262,30 @@ impl EngineBuilder {
         self
     }
 
+    /// Recycles a sub-lane worker's interpreter after it ran `n` tasks: the
+    /// worker ends it and creates a fresh one *between* jobs, running the
+    /// initializers again (default: never). Like a process pool's
+    /// `max_tasks_per_child`, against state and memory that accumulate in
+    /// one interpreter. A create/destroy cycle costs one interpreter
+    /// creation (~10–20 ms) and leaks what CPython loses per interpreter
+    /// (docs/BENCHMARKS.md); recycle rarely. The main interpreter is never
+    /// recycled.
+    pub fn max_tasks_per_worker(mut self, n: u64) -> Self {
+        self.max_tasks_per_worker = Some(n);
+        self
+    }
+    /// Recycles a sub-lane worker's interpreter (as
+    /// [`max_tasks_per_worker`](Self::max_tasks_per_worker)) once it holds
+    /// more than `blocks` memory blocks (`sys.getallocatedblocks()`,
+    /// checked after each job). Own-GIL subinterpreters have their own
+    /// object allocator, so the count belongs to that interpreter alone —
+    /// unlike the process's RSS, which every interpreter (and the allocator's
+    /// caching) moves. Objects of a few dozen bytes are one block each.
+    pub fn max_allocated_blocks(mut self, blocks: usize) -> Self {
+        self.max_allocated_blocks = Some(blocks);
+        self
+    }
+
     /// Initialises Python (once per process), creates the workers and their
     /// interpreters, and waits until every one is ready.
     pub fn build(self) -> Result<Engine> {
@@ -324,6 +352,11 @@ impl EngineBuilder {
         }
 
         crate::value::set_max_depth(self.max_depth);
+        if self.max_tasks_per_worker == Some(0) || self.max_allocated_blocks == Some(0) {
+            return Err(Error::config(
+                "max_tasks_per_worker and max_allocated_blocks must be at least 1",
+            ));
+        }
         if self.main_workers == Some(0) {
             return Err(Error::config("main_workers must be at least 1"));
         }
@@ -348,6 +381,8 @@ impl EngineBuilder {
             stack_size: self.stack_size,
             grace: self.interrupt_grace,
             initializers: self.initializers,
+            max_tasks: self.max_tasks_per_worker,
+            max_blocks: self.max_allocated_blocks,
         };
         let main_workers = match mode {
             Mode::SingleGil => workers,
@@ -702,6 +737,66 @@ impl Engine {
     /// `sys.executable` in the main interpreter.
     pub fn python_executable(&self) -> &str {
         self.shared.runtime.executable()
+    }
+
+    /// A snapshot of the engine's counters and latencies: per worker
+    /// position of each running lane (tasks, batches, steals, busy and
+    /// attached time, queue depth, timeouts, interrupts, recycles,
+    /// quarantines, interpreter generation) and per handler (submitted,
+    /// completed, failed, cancelled, timed out, in flight, queue wait and
+    /// run time percentiles). Cheap: a read of relaxed atomics.
+    ///
+    /// ```no_run
+    /// # fn main() -> gilpool::Result<()> {
+    /// let engine = gilpool::Engine::builder().sys_path("python").build()?;
+    /// let inc = engine.load("gilpool_workloads", "inc")?;
+    /// for i in 0..1000i64 { inc.invoke::<_, i64>((i,))?; }
+    /// let m = engine.metrics();
+    /// assert_eq!(m.handlers[0].completed, 1000);
+    /// println!("{:?}", m.handlers[0].run_time);
+    /// # Ok(()) }
+    /// ```
+    pub fn metrics(&self) -> crate::Metrics {
+        let mut out = crate::Metrics::default();
+        for lane in self.shared.lanes() {
+            let placement = match lane.kind {
+                LaneKind::Sub => Placement::Sub,
+                LaneKind::Main => Placement::Main,
+            };
+            let cores = &lane.config.cores;
+            for slot in &lane.slots {
+                let core = (!cores.is_empty()).then(|| cores[slot.index % cores.len()].id);
+                out.workers.push(crate::WorkerMetrics::read(
+                    placement,
+                    slot.index,
+                    core,
+                    &slot.stats,
+                    lane.pool.steals(slot.index),
+                    lane.pool.depths(slot.index).0,
+                ));
+            }
+        }
+        for h in self.shared.handlers.lock().unwrap().iter() {
+            let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+            let s = &h.stats;
+            out.handlers.push(crate::HandlerMetrics {
+                module: h.module.clone(),
+                function: h.function.clone(),
+                placement: match h.lane.kind {
+                    LaneKind::Sub => Placement::Sub,
+                    LaneKind::Main => Placement::Main,
+                },
+                submitted: get(&s.submitted),
+                completed: get(&s.completed),
+                failed: get(&s.failed),
+                cancelled: get(&s.cancelled),
+                timed_out: get(&s.timed_out),
+                in_flight: h.permits.in_use(),
+                queue_wait: s.wait.snapshot(),
+                run_time: s.run.snapshot(),
+            });
+        }
+        out
     }
 
     /// Workers of the main lane (in [`Mode::SingleGil`], all of them).

@@ -38,6 +38,10 @@ pub(crate) struct HandlerStats {
     pub(crate) failed: AtomicU64,
     pub(crate) cancelled: AtomicU64,
     pub(crate) timed_out: AtomicU64,
+    /// From submit to a worker beginning the task.
+    pub(crate) wait: crate::metrics::Histogram,
+    /// From a worker beginning the task to its end.
+    pub(crate) run: crate::metrics::Histogram,
 }
 
 impl HandlerStats {

@@ -72,6 +72,10 @@ pub(crate) struct LaneConfig {
     pub(crate) grace: Duration,
     /// Run once in every interpreter before its first task.
     pub(crate) initializers: Vec<crate::engine::Initializer>,
+    /// Recycle a sub-lane interpreter after this many tasks.
+    pub(crate) max_tasks: Option<u64>,
+    /// Recycle a sub-lane interpreter holding more allocated blocks.
+    pub(crate) max_blocks: Option<usize>,
 }
 
 /// Counters of events that belong to a lane rather than a handler.

@@ -21,6 +21,8 @@
 //!   seen only inside callbacks; [`PyException`]: a Python exception as data.
 //! - [`Error`], [`Result`], [`TrySubmitError`]: errors.
 //! - [`ShutdownReport`]: what [`Engine::shutdown_timeout`] did.
+//! - [`Metrics`], [`WorkerMetrics`], [`HandlerMetrics`], [`Percentiles`]:
+//!   [`Engine::metrics`] snapshots.
 //! - [`finalize`], [`finalize_timeout`], [`is_attached`], [`DEFAULT_PRELUDE`],
 //!   [`PythonVersion`], [`DEFAULT_SHUTDOWN_TIMEOUT`], [`DEFAULT_INTERRUPT_GRACE`],
 //!   [`DEFAULT_STACK_SIZE`], [`DEFAULT_MAX_DEPTH`].
@@ -65,6 +67,7 @@ mod error;
 mod handler;
 mod held;
 mod lane;
+mod metrics;
 mod placement;
 pub(crate) mod sched;
 mod slot;
@@ -83,6 +86,7 @@ pub use gilpool_ffi::runtime::DEFAULT_PRELUDE;
 pub use gilpool_ffi::{is_attached, Object, PyException, Python, PythonVersion};
 pub use handler::{Handler, MapChunks, MapIter};
 pub use held::{Held, Home};
+pub use metrics::{HandlerMetrics, Metrics, Percentiles, WorkerMetrics};
 pub use placement::Placement;
 pub use task::TaskFuture;
 pub use value::{Value, DEFAULT_MAX_DEPTH};

@@ -42,6 +42,7 @@ pub(crate) struct Slot {
     /// none), set by an interrupter holding the interpreter's GIL, taken
     /// by the worker after the call returns.
     pub(crate) interrupt: AtomicU8,
+    pub(crate) stats: crate::metrics::SlotStats,
 }
 
 /// The interrupt handle of one generation's interpreter.
@@ -80,6 +81,7 @@ impl Slot {
             local: Mutex::new(local),
             inner: Mutex::new(SlotInner::default()),
             interrupt: AtomicU8::new(0),
+            stats: crate::metrics::SlotStats::default(),
         }
     }
 

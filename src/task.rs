@@ -57,6 +57,8 @@ pub(crate) trait Control: Send + Sync {
     fn is_resolved(&self) -> bool;
     /// The task's deadline, if it has one.
     fn deadline(&self) -> Option<Deadline>;
+    /// When it was submitted.
+    fn submitted(&self) -> Instant;
 }
 
 /// The state one task's future, worker and watchdog share.
@@ -65,6 +67,7 @@ pub(crate) struct Shared<R> {
     delivered: AtomicBool,
     state: AtomicU8,
     deadline: Option<Deadline>,
+    submitted: Instant,
     handler: Arc<HandlerCore>,
 }
 
@@ -109,6 +112,10 @@ impl<R: Send> Control for Shared<R> {
     fn deadline(&self) -> Option<Deadline> {
         self.deadline
     }
+
+    fn submitted(&self) -> Instant {
+        self.submitted
+    }
 }
 
 /// Completes a task's future, exactly once. Dropped without completing (a
@@ -130,6 +137,7 @@ impl<R: Send + 'static> Completer<R> {
             delivered: AtomicBool::new(false),
             state: AtomicU8::new(QUEUED),
             deadline,
+            submitted: Instant::now(),
             handler,
         });
         if let Some(d) = deadline {
@@ -223,7 +231,7 @@ pub(crate) fn execute<'py>(
         func.call(&a.positional, a.keywords.as_ref())
             .map_err(Error::from)
     });
-    let result = match ctx.interrupted(py) {
+    let result = match ctx.returned(py, 1) {
         Some(reason) => Err(task.interrupted(reason)),
         None => result,
     };
@@ -342,6 +350,8 @@ pub(crate) trait Chunk: Send {
     fn run<'py>(self: Box<Self>, py: Python<'py>, func: &Object<'py>, ctx: &RunCtx<'_>);
     /// Completes the chunk's future with `err`.
     fn fail(self: Box<Self>, err: Error);
+    /// Inputs in the chunk.
+    fn len(&self) -> usize;
 }
 
 /// A [`Chunk`] of inputs of type `A` and results of type `R`.
@@ -364,11 +374,12 @@ impl<A: IntoArgs, R: FromPython + Send + 'static> Chunk for ChunkTask<A, R> {
     fn run<'py>(mut self: Box<Self>, py: Python<'py>, func: &Object<'py>, ctx: &RunCtx<'_>) {
         let mut out = Vec::with_capacity(self.inputs.len());
         for a in self.inputs.drain(..) {
+            ctx.began.set(Instant::now());
             let item = contain("argument conversion", || a.into_args(py)).and_then(|args| {
                 let obj = func.call(&args.positional, args.keywords.as_ref())?;
                 contain("result conversion", || R::from_python(&obj))
             });
-            if let Some(reason) = ctx.interrupted(py) {
+            if let Some(reason) = ctx.returned(py, 1) {
                 self.done.complete(Err(self.done.interrupted(reason)));
                 return;
             }
@@ -379,6 +390,10 @@ impl<A: IntoArgs, R: FromPython + Send + 'static> Chunk for ChunkTask<A, R> {
 
     fn fail(self: Box<Self>, err: Error) {
         self.done.complete(Err(err));
+    }
+
+    fn len(&self) -> usize {
+        self.inputs.len()
     }
 }
 

@@ -94,19 +94,45 @@ pub(crate) fn expired(deadline: Option<Deadline>) -> Error {
     )))
 }
 
-/// What a running task sees of its slot: whether its call was interrupted.
+/// What a running task sees of its slot: whether its call was interrupted;
+/// and where its run time is recorded.
 pub(crate) struct RunCtx<'a> {
     pub(crate) slot: &'a Slot,
+    pub(crate) run_time: &'a crate::metrics::Histogram,
+    /// When the task in progress began.
+    pub(crate) began: std::cell::Cell<Instant>,
 }
 
-impl RunCtx<'_> {
+impl<'a> RunCtx<'a> {
+    pub(crate) fn new(slot: &'a Slot, run_time: &'a crate::metrics::Histogram) -> Self {
+        RunCtx {
+            slot,
+            run_time,
+            began: std::cell::Cell::new(Instant::now()),
+        }
+    }
+
+    /// After a call of `tasks` tasks returned, before their results are
+    /// delivered (so whoever sees a result sees it counted): records their
+    /// run time, and says whether the call was interrupted and why.
+    pub(crate) fn returned(&self, py: Python<'_>, tasks: usize) -> Option<Reason> {
+        let took = self.began.get().elapsed();
+        for _ in 0..tasks {
+            self.run_time.record(took);
+        }
+        self.interrupted(py)
+    }
+
     /// After a call returned: the reason it was interrupted, if it was. A
     /// scheduled interrupt that has not fired yet is dropped then, so it
     /// cannot hit the next call.
-    pub(crate) fn interrupted(&self, py: Python<'_>) -> Option<Reason> {
+    fn interrupted(&self, py: Python<'_>) -> Option<Reason> {
         let r = self.slot.interrupt.swap(0, Ordering::SeqCst);
         let reason = Reason::from_u8(r)?;
         py.clear_pending_interrupt();
+        if reason == Reason::Timeout {
+            crate::metrics::add(&self.slot.stats.timeouts, 1);
+        }
         Some(reason)
     }
 }
@@ -321,6 +347,7 @@ pub(crate) fn interrupt(lane: &Arc<Lane>, slot: usize, run: u64, reason: Reason)
                     if inner.run == run {
                         slot.interrupt.store(reason as u8, Ordering::SeqCst);
                         counted.stats.interrupts.fetch_add(1, Ordering::SeqCst);
+                        crate::metrics::add(&slot.stats.interrupts, 1);
                         true
                     } else {
                         false
@@ -353,6 +380,10 @@ pub(crate) fn quarantine(lane: &Arc<Lane>, slot: usize, run: u64, reason: Reason
     };
     lane.worker_left();
     lane.stats.quarantines.fetch_add(1, Ordering::Relaxed);
+    crate::metrics::add(&s.stats.quarantines, 1);
+    if reason == Reason::Timeout {
+        crate::metrics::add(&s.stats.timeouts, running.len() as u64);
+    }
     for task in &running {
         task.resolve(reason.error(task.deadline(), true));
     }

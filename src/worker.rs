@@ -18,7 +18,7 @@ use crate::slot::{Slot, SlotInner, Target};
 use crate::task::{self, contain, Control, Task};
 use crate::watchdog::{expired, RunCtx};
 use gilpool_ffi::{
-    Attached, InterruptHandle, Kind, MainThreadState, Object, PyException, Python, Stash,
+    Attached, InterruptHandle, Kept, Kind, MainThreadState, Object, PyException, Python, Stash,
     SubInterpreter, WorkerState,
 };
 use std::collections::HashMap;
@@ -80,71 +80,20 @@ pub(crate) fn run(start: WorkerStart) {
     if !cores.is_empty() {
         core_affinity::set_for_current(cores[index % cores.len()]);
     }
-    let state = match lane.kind {
-        LaneKind::Sub => match SubInterpreter::new(lane.config.runtime) {
-            Ok(s) => State::Sub(s),
-            Err(e) => {
-                report(Err(e));
-                leave(&lane, &slot, generation);
-                return;
-            }
-        },
-        LaneKind::Main => State::Main(MainThreadState::new(lane.config.runtime)),
-    };
-    let prepared = {
-        let guard = state.attach();
-        let py = guard.py();
-        py.prepend_sys_path(&lane.config.sys_path)
-            .map_err(|e| format!("cannot set sys.path in a worker interpreter: {e}"))
-            .and_then(|()| {
-                if lane.kind != LaneKind::Sub {
-                    // The main interpreter ran them once, when the lane started.
-                    return Ok(());
-                }
-                let inits: Vec<Initializer> = lane
-                    .config
-                    .initializers
-                    .iter()
-                    .filter(|i| i.applies_to(LaneKind::Sub))
-                    .cloned()
-                    .collect();
-                run_initializers(py, &inits)
-                    .map_err(|e| format!("worker {}-{index}: {e}", lane.kind.name()))
-            })
-            .map(|()| (py.interrupt_handle(), py.interpreter_id()))
-    };
-    let (handle, interp) = match prepared {
-        Ok(h) => h,
+    let opened = match open(&lane, index) {
+        Ok(o) => o,
         Err(e) => {
             report(Err(e));
-            end(&lane, state, Instant::now());
             leave(&lane, &slot, generation);
             return;
         }
     };
-    let (home, releases) = match lane.kind {
-        LaneKind::Sub => (
-            Home {
-                lane: lane.id,
-                slot: Some(index),
-                interp,
-            },
-            Arc::new(Releases::default()),
-        ),
-        LaneKind::Main => (
-            Home {
-                lane: lane.id,
-                slot: None,
-                interp,
-            },
-            lane.releases.clone(),
-        ),
-    };
-    held::enter(home, releases.clone());
-    slot.lock().target = Some(Arc::new(Target {
-        handle: handle.clone(),
-        busy: AtomicBool::new(false),
-    }));
+    let Opened {
+        state,
+        handle,
+        releases,
+        snapshot,
+    } = opened;
     report(Ok(()));
     let mut worker = Worker {
         state,
@@ -154,6 +103,9 @@ pub(crate) fn run(start: WorkerStart) {
         generation,
         handle,
         releases,
+        snapshot,
+        tasks_at_open: slot.stats.tasks.load(Ordering::Relaxed),
+        recycle_due: std::cell::RefCell::new(None),
     };
     let spin = lane.config.idle_spin;
     let mut idle_since: Option<Instant> = None;
@@ -180,6 +132,17 @@ pub(crate) fn run(start: WorkerStart) {
                 if let Err(p) = catch_unwind(AssertUnwindSafe(|| worker.run_job(job))) {
                     worker.after_panic(&panic_message(&*p));
                 }
+                let due = worker.recycle_due.take();
+                if let Some(why) = due {
+                    if let Err(e) = worker.recycle(&why) {
+                        lane.warn(format!(
+                            "worker {}-{index} could not recycle its interpreter ({why}): {e}; the worker stops",
+                            lane.kind.name()
+                        ));
+                        leave(&lane, &slot, generation);
+                        return;
+                    }
+                }
                 if !slot.is_current(generation) {
                     // Quarantined while the job ran: the slot is another
                     // thread's now.
@@ -193,6 +156,91 @@ pub(crate) fn run(start: WorkerStart) {
     let end_by = lane.end_by();
     worker.finish(end_by);
     leave(&lane, &slot, generation);
+}
+
+/// A worker's interpreter, ready for its first task.
+struct Opened {
+    state: State,
+    handle: Arc<InterruptHandle>,
+    releases: Arc<Releases>,
+    /// The main interpreter's `sys.modules` as the worker found it (main
+    /// lane), to repair it if a task clears it.
+    snapshot: Option<Kept>,
+}
+
+/// Creates the worker's interpreter (sub lane) or thread state (main
+/// lane), puts the configured directories on `sys.path`, runs the sub
+/// lane's initializers, and makes it the slot's target and this thread's
+/// `Held` home.
+fn open(lane: &Lane, index: usize) -> std::result::Result<Opened, String> {
+    let slot = &lane.slots[index];
+    let state = match lane.kind {
+        LaneKind::Sub => State::Sub(SubInterpreter::new(lane.config.runtime)?),
+        LaneKind::Main => State::Main(MainThreadState::new(lane.config.runtime)),
+    };
+    let prepared = {
+        let guard = state.attach();
+        let py = guard.py();
+        py.prepend_sys_path(&lane.config.sys_path)
+            .map_err(|e| format!("cannot set sys.path in a worker interpreter: {e}"))
+            .and_then(|()| {
+                if lane.kind != LaneKind::Sub {
+                    // The main interpreter ran them once, when the lane started.
+                    return Ok(());
+                }
+                let inits: Vec<Initializer> = lane
+                    .config
+                    .initializers
+                    .iter()
+                    .filter(|i| i.applies_to(LaneKind::Sub))
+                    .cloned()
+                    .collect();
+                run_initializers(py, &inits)
+                    .map_err(|e| format!("worker {}-{index}: {e}", lane.kind.name()))
+            })
+            .map(|()| {
+                let snapshot = (lane.kind == LaneKind::Main)
+                    .then(|| py.modules_snapshot().ok().map(Object::keep))
+                    .flatten();
+                (py.interrupt_handle(), py.interpreter_id(), snapshot)
+            })
+    };
+    let (handle, interp, snapshot) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            end(lane, state, Instant::now());
+            return Err(e);
+        }
+    };
+    let (home, releases) = match lane.kind {
+        LaneKind::Sub => (
+            Home {
+                lane: lane.id,
+                slot: Some(index),
+                interp,
+            },
+            Arc::new(Releases::default()),
+        ),
+        LaneKind::Main => (
+            Home {
+                lane: lane.id,
+                slot: None,
+                interp,
+            },
+            lane.releases.clone(),
+        ),
+    };
+    held::enter(home, releases.clone());
+    slot.lock().target = Some(Arc::new(Target {
+        handle: handle.clone(),
+        busy: AtomicBool::new(false),
+    }));
+    Ok(Opened {
+        state,
+        handle,
+        releases,
+        snapshot,
+    })
 }
 
 /// Stops counting this thread as its slot's, unless it no longer is.
@@ -229,6 +277,12 @@ struct Worker {
     handle: Arc<InterruptHandle>,
     /// `Held` objects of this interpreter to give back.
     releases: Arc<Releases>,
+    snapshot: Option<Kept>,
+    /// The slot's task count when this interpreter opened.
+    tasks_at_open: u64,
+    /// Why the interpreter must be recycled before the next job (set while
+    /// attached, through `&self`).
+    recycle_due: std::cell::RefCell<Option<String>>,
 }
 
 /// Why a task taken from the slot is not run.
@@ -246,6 +300,11 @@ fn unrunnable(lane: &Lane, control: &dyn Control) -> Option<Error> {
 
 impl Worker {
     fn run_job(&mut self, job: Job) {
+        let start = Instant::now();
+        let counted = !matches!(job, Job::Resolve { .. });
+        if counted {
+            crate::metrics::add(&self.slot.stats.batches, 1);
+        }
         match job {
             Job::Batch(batch) => self.execute(batch),
             Job::Chunk { handler, chunk } => self.execute_chunk(&handler, chunk),
@@ -255,6 +314,9 @@ impl Worker {
                 self.releases.drain(py);
                 let _ = reply.send(lookup(&mut self.cache, py, &handler).map(drop));
             }
+        }
+        if counted {
+            crate::metrics::add_time(&self.slot.stats.busy_ns, start.elapsed());
         }
     }
 
@@ -302,11 +364,113 @@ impl Worker {
                 return;
             }
         };
-        let ctx = RunCtx { slot: &self.slot };
+        let ctx = RunCtx::new(&self.slot, &handler.stats.run);
+        let attached = Instant::now();
         if handler.options.vectorized {
             self.run_vectorized(py, &func, &handler, &ctx);
+        } else {
+            self.run_batch(py, &func, &handler, &ctx);
+        }
+        self.check_health(py, &handler);
+        crate::metrics::add_time(&self.slot.stats.attached_ns, attached.elapsed());
+    }
+
+    /// After a job, still attached: an interpreter whose import system a
+    /// task broke is recycled (sub lane) or repaired (main lane, which
+    /// cannot be recycled); the recycling bounds are checked.
+    fn check_health(&self, py: Python<'_>, handler: &HandlerCore) {
+        let lane = &self.lane;
+        if !py.imports_intact() {
+            let what = format!(
+                "a task of {} broke its interpreter's import system (sys.modules lost sys or builtins)",
+                handler.target()
+            );
+            match (&self.snapshot, lane.kind) {
+                (_, LaneKind::Sub) => {
+                    lane.warn(format!(
+                        "worker sub-{}: {what}; the interpreter is recycled",
+                        self.slot.index
+                    ));
+                    *self.recycle_due.borrow_mut() = Some(what);
+                }
+                (Some(snap), LaneKind::Main) => {
+                    let restored = snap
+                        .bind(py)
+                        .map(|s| py.restore_modules(&s).is_ok())
+                        .unwrap_or(false);
+                    lane.warn(format!(
+                        "worker main-{}: {what}; {}",
+                        self.slot.index,
+                        if restored {
+                            "the modules it had were put back"
+                        } else {
+                            "they could not be put back"
+                        }
+                    ));
+                }
+                (None, LaneKind::Main) => {
+                    lane.warn(format!("worker main-{}: {what}", self.slot.index))
+                }
+            }
             return;
         }
+        if lane.kind != LaneKind::Sub || self.recycle_due.borrow().is_some() {
+            return;
+        }
+        if let Some(max) = lane.config.max_tasks {
+            let done = self.slot.stats.tasks.load(Ordering::Relaxed) - self.tasks_at_open;
+            if done >= max {
+                *self.recycle_due.borrow_mut() =
+                    Some(format!("{done} tasks (max_tasks_per_worker {max})"));
+                return;
+            }
+        }
+        if let Some(max) = lane.config.max_blocks {
+            if let Ok(blocks) = py.allocated_blocks() {
+                if blocks > max {
+                    *self.recycle_due.borrow_mut() = Some(format!(
+                        "{blocks} allocated blocks (max_allocated_blocks {max})"
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Ends this worker's interpreter and opens a fresh one in its place,
+    /// between jobs (detached); initializers run again.
+    fn recycle(&mut self, why: &str) -> std::result::Result<(), String> {
+        let _ = why;
+        self.handle.retire();
+        {
+            let guard = self.state.attach();
+            let py = guard.py();
+            for (_, stash) in self.cache.drain() {
+                stash.release(py);
+            }
+            self.releases.drain(py);
+        }
+        self.releases.close();
+        held::leave();
+        let opened = open(&self.lane, self.slot.index)?;
+        let old = std::mem::replace(&mut self.state, opened.state);
+        self.handle = opened.handle;
+        self.releases = opened.releases;
+        self.snapshot = opened.snapshot;
+        self.tasks_at_open = self.slot.stats.tasks.load(Ordering::Relaxed);
+        end(&self.lane, old, Instant::now() + Duration::from_secs(1));
+        crate::metrics::add(&self.slot.stats.recycles, 1);
+        Ok(())
+    }
+
+    /// Runs the parked batch's tasks one call each, until it is empty or
+    /// this thread is quarantined.
+    fn run_batch<'py>(
+        &self,
+        py: Python<'py>,
+        func: &Object<'py>,
+        handler: &HandlerCore,
+        ctx: &RunCtx<'_>,
+    ) {
         loop {
             let task = {
                 let mut inner = self.slot.lock();
@@ -315,18 +479,22 @@ impl Worker {
                 }
                 match self.next_task(&mut inner) {
                     Some((t, c)) => {
+                        let now = Instant::now();
+                        ctx.began.set(now);
+                        handler.stats.wait.record(now.duration_since(c.submitted()));
+                        crate::metrics::add(&self.slot.stats.tasks, 1);
                         self.slot.start_run(&mut inner, vec![c]);
                         t
                     }
                     None => {
                         inner.rest = None;
-                        return;
+                        break;
                     }
                 }
             };
-            task::execute(task, py, &func, &ctx);
+            task::execute(task, py, func, ctx);
             if !self.end_run(py) {
-                return;
+                break;
             }
         }
     }
@@ -365,12 +533,20 @@ impl Worker {
                 return;
             }
         };
+        let began = Instant::now();
+        handler
+            .stats
+            .wait
+            .record(began.duration_since(control.submitted()));
+        crate::metrics::add(&self.slot.stats.tasks, chunk.len() as u64);
         {
             let mut inner = self.slot.lock();
             self.slot.start_run(&mut inner, vec![control]);
         }
-        chunk.run(py, &func, &RunCtx { slot: &self.slot });
+        chunk.run(py, &func, &RunCtx::new(&self.slot, &handler.stats.run));
         self.end_run(py);
+        self.check_health(py, handler);
+        crate::metrics::add_time(&self.slot.stats.attached_ns, began.elapsed());
     }
 
     fn run_vectorized<'py>(
@@ -381,13 +557,20 @@ impl Worker {
         ctx: &RunCtx<'_>,
     ) {
         let mut tasks = Vec::new();
+        let began = Instant::now();
+        ctx.began.set(began);
         {
             let mut inner = self.slot.lock();
             let mut controls = Vec::new();
             while let Some((t, c)) = self.next_task(&mut inner) {
+                handler
+                    .stats
+                    .wait
+                    .record(began.duration_since(c.submitted()));
                 tasks.push(t);
                 controls.push(c);
             }
+            crate::metrics::add(&self.slot.stats.tasks, tasks.len() as u64);
             inner.rest = None;
             self.slot.start_run(&mut inner, controls);
         }
@@ -454,6 +637,8 @@ impl Worker {
             generation,
             handle,
             releases,
+            snapshot,
+            ..
         } = self;
         handle.retire();
         {
@@ -469,6 +654,9 @@ impl Worker {
                 stash.release(py);
             }
             releases.drain(py);
+            if let Some(k) = snapshot {
+                let _ = k.release(py);
+            }
         }
         if lane.kind == LaneKind::Sub {
             releases.close();
@@ -495,7 +683,7 @@ fn call_vectorized<'py>(
         }
     };
     let outcome = func.call1(&list).map_err(Error::from);
-    if let Some(reason) = ctx.interrupted(py) {
+    if let Some(reason) = ctx.returned(py, ok.len()) {
         for t in ok {
             let err = t.interrupted(reason);
             t.fail(err);

@@ -767,3 +767,50 @@ impl Kept {
         let Kept { ptr: _, interp: _ } = self;
     }
 }
+
+impl<'py> Python<'py> {
+    /// Whether `sys.modules` still holds `sys` and `builtins` (a task that
+    /// ran `sys.modules.clear()` leaves an interpreter that can import
+    /// nothing).
+    pub fn imports_intact(self) -> bool {
+        // SAFETY: attached; the module dict is borrowed and live while the
+        // interpreter is; GetItemString returns borrowed references or null
+        // without raising.
+        unsafe {
+            let modules = ffi::PyImport_GetModuleDict();
+            !modules.is_null()
+                && !ffi::PyDict_GetItemString(modules, c"sys".as_ptr()).is_null()
+                && !ffi::PyDict_GetItemString(modules, c"builtins".as_ptr()).is_null()
+        }
+    }
+
+    /// A copy of `sys.modules` as it is now (for [`restore_modules`](Self::restore_modules)).
+    pub fn modules_snapshot(self) -> Result<Object<'py>, PyException> {
+        // SAFETY: attached; the module dict is live; PyDict_Copy returns a
+        // new reference or null with an exception set.
+        unsafe { Object::from_owned_or_err(self, ffi::PyDict_Copy(ffi::PyImport_GetModuleDict())) }
+    }
+
+    /// Puts back every module of `snapshot` missing from `sys.modules`.
+    pub fn restore_modules(self, snapshot: &Object<'py>) -> Result<(), PyException> {
+        // SAFETY: attached; both are dicts of this interpreter (the snapshot
+        // came from `modules_snapshot`); override = 0 keeps present entries.
+        if unsafe { ffi::PyDict_Merge(ffi::PyImport_GetModuleDict(), snapshot.as_ptr(), 0) } != 0 {
+            return Err(PyException::fetch(self));
+        }
+        Ok(())
+    }
+
+    /// `sys.getallocatedblocks()`: memory blocks this interpreter's own
+    /// object allocator holds (per interpreter for own-GIL
+    /// subinterpreters, which have their own obmalloc).
+    pub fn allocated_blocks(self) -> Result<usize, PyException> {
+        let n = self
+            .import("sys")?
+            .getattr("getallocatedblocks")?
+            .call(&[], None)?
+            .extract_i64()?
+            .unwrap_or(0);
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+}

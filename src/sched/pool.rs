@@ -30,6 +30,9 @@ pub(crate) struct Pool<J> {
     /// One per worker: jobs only that worker may run (never stolen).
     mailboxes: Vec<Injector<J>>,
     stealers: Vec<Stealer<J>>,
+    /// Jobs each worker stole from a sibling's deque (a statistic, not
+    /// part of any protocol: plain std atomics even under loom).
+    steals: Vec<std::sync::atomic::AtomicU64>,
     sleep: Sleep,
     state: AtomicU8,
 }
@@ -59,6 +62,9 @@ impl<J> Pool<J> {
         let pool = Arc::new(Pool {
             injector: Injector::new(),
             mailboxes: (0..workers).map(|_| Injector::new()).collect(),
+            steals: (0..workers)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
             stealers: deques.iter().map(Worker::stealer).collect(),
             sleep: Sleep::new(),
             state: AtomicU8::new(RUNNING),
@@ -127,6 +133,20 @@ impl<J> Pool<J> {
     #[cfg(any(test, gilpool_loom))]
     pub(crate) fn sleepers(&self) -> usize {
         self.sleep.sleepers()
+    }
+
+    /// Jobs worker `index` stole from siblings so far.
+    pub(crate) fn steals(&self, index: usize) -> u64 {
+        self.steals[index].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Jobs waiting in worker `index`'s deque and mailbox, and in the
+    /// lane's injector.
+    pub(crate) fn depths(&self, index: usize) -> (usize, usize) {
+        (
+            self.stealers[index].len() + self.mailboxes[index].len(),
+            self.injector.len(),
+        )
     }
 
     /// Number of workers.
@@ -230,7 +250,11 @@ impl<J> Local<J> {
             for k in 1..n {
                 let victim = &self.pool.stealers[(self.index + k) % n];
                 match victim.steal() {
-                    Steal::Success(j) => return Some(j),
+                    Steal::Success(j) => {
+                        self.pool.steals[self.index]
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        return Some(j);
+                    }
                     Steal::Retry => retry = true,
                     Steal::Empty => {}
                 }

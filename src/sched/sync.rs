@@ -103,6 +103,9 @@ pub(crate) mod deque {
         pub(crate) fn is_empty(&self) -> bool {
             self.queue.lock().unwrap().is_empty()
         }
+        pub(crate) fn len(&self) -> usize {
+            self.queue.lock().unwrap().len()
+        }
     }
 
     impl<T> Injector<T> {
@@ -116,6 +119,9 @@ pub(crate) mod deque {
         }
         pub(crate) fn is_empty(&self) -> bool {
             self.queue.lock().unwrap().is_empty()
+        }
+        pub(crate) fn len(&self) -> usize {
+            self.queue.lock().unwrap().len()
         }
         /// Pops one task, like crossbeam's `Injector::steal`.
         pub(crate) fn steal(&self) -> Steal<T> {
