@@ -908,3 +908,34 @@ fn a_signal_stops_the_run_and_keeps_the_finished_lines() {
         }
     }
 }
+
+#[test]
+fn stats_prints_a_table_per_worker_before_the_summary() {
+    let workloads = root().join("python/gilpool_workloads.py");
+    let target = format!("{}:inc", workloads.display());
+    for mode in modes() {
+        let input: String = (0..200).map(|i| format!("[{i}]\n")).collect();
+        let out = run(
+            &[&target, "--stats", "--workers", "2", "--mode", mode],
+            Some(&input),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(lines(&out.stdout).len(), 200);
+        let err = stderr(&out);
+        let rows: Vec<&str> = err.lines().collect();
+        let header = rows
+            .iter()
+            .position(|l| {
+                l.starts_with("worker ") && l.contains("steals") && l.contains("quarantines")
+            })
+            .unwrap_or_else(|| panic!("no stats table: {err}"));
+        let workers = rows[header + 1..]
+            .iter()
+            .take_while(|l| l.starts_with("sub-") || l.starts_with("main-"))
+            .count();
+        assert_eq!(workers, 2, "{err}");
+        assert!(err.contains(":inc on the "), "{err}");
+        assert!(err.contains("200 ok, 0 failed"), "{err}");
+        assert_eq!(summary(&err), (200, 0, 0));
+    }
+}

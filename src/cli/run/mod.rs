@@ -173,6 +173,11 @@ pub(crate) struct RunArgs {
     /// Force the progress bar on stderr even when it is not a terminal.
     #[arg(long)]
     progress: bool,
+    /// At the end, print a table of per-worker metrics to stderr (tasks,
+    /// batches, steals, busy time, timeouts, interrupts, recycles,
+    /// quarantines) and the handler's latencies.
+    #[arg(long)]
+    stats: bool,
 }
 
 /// Text after the options in `gilpool run --help`.
@@ -499,6 +504,9 @@ fn run(
     let deadline = Instant::now() + args.shutdown_timeout;
     // `None`: a signal's shutdown had the engine (and is over now).
     if let Some(engine) = stopper.take_engine() {
+        if args.stats {
+            eprint!("{}", stats_table(&engine.metrics()));
+        }
         match result {
             // Every task finished: wait (boundedly) for threads they left.
             Ok(()) | Err(Stop::Input(_)) => drop(engine.shutdown()),
@@ -514,6 +522,52 @@ fn run(
         },
         deadline,
     })
+}
+
+/// `--stats`: one row per worker, then the handler's latencies.
+fn stats_table(m: &gilpool::Metrics) -> String {
+    use std::fmt::Write as _;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let mut out = String::from(
+        "worker  core  gen  tasks  batches  steals  busy_ms  attached_ms  timeouts  interrupts  recycles  quarantines\n",
+    );
+    for w in &m.workers {
+        let name = format!("{}-{}", w.lane.to_string().to_lowercase(), w.index);
+        let core = w.core.map_or("-".to_string(), |c| c.to_string());
+        let _ = writeln!(
+            out,
+            "{name:<7} {core:>4} {:>4} {:>6} {:>8} {:>7} {:>8.1} {:>12.1} {:>9} {:>11} {:>9} {:>12}",
+            w.generation,
+            w.tasks,
+            w.batches,
+            w.steals,
+            ms(w.busy),
+            ms(w.attached),
+            w.timeouts,
+            w.interrupts,
+            w.recycles,
+            w.quarantines
+        );
+    }
+    for h in &m.handlers {
+        let _ = writeln!(
+            out,
+            "{}:{} on the {} lane: {} ok, {} failed, {} timed out, {} cancelled; queue wait p50 {:.3} ms p99 {:.3} ms; run time p50 {:.3} ms p99 {:.3} ms max {:.3} ms",
+            h.module,
+            h.function,
+            h.placement.to_string().to_lowercase(),
+            h.completed,
+            h.failed,
+            h.timed_out,
+            h.cancelled,
+            ms(h.queue_wait.p50),
+            ms(h.queue_wait.p99),
+            ms(h.run_time.p50),
+            ms(h.run_time.p99),
+            ms(h.run_time.max)
+        );
+    }
+    out
 }
 
 #[cfg(test)]
