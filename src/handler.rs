@@ -338,28 +338,93 @@ impl Handler {
         A: IntoArgs,
         R: FromPython + Send + 'static,
     {
-        let opts = self.core.options;
-        // Vectorized handlers batch per input; so do handlers with a
-        // timeout, where every input gets its own deadline.
-        let per_input = opts.vectorized || opts.timeout.is_some();
-        let chunk = if per_input { 1 } else { opts.batch_size };
         MapIter {
-            // One shared GIL runs one chunk at a time whatever their size:
-            // long chunks there only make the workers force each other off
-            // the GIL every switch interval.
-            guided: !per_input
-                && opts.map_chunks == MapChunks::Guided
-                && self.core.lane.kind == LaneKind::Sub,
-            workers: self.core.lane.pool.workers().max(1),
+            chunking: Chunking::new(self, window),
             handler: self.clone(),
             inputs: inputs.into_iter(),
-            window: window.max(1),
-            chunk,
             queued: 0,
             pending: VecDeque::new(),
             ready: VecDeque::new(),
             spin: true,
         }
+    }
+
+    /// [`map`](Self::map) for async callers: a [`Stream`](futures_core::Stream)
+    /// of the results in input order, with at most `window` inputs in
+    /// flight (the same chunks, the same errors per item). Polling never
+    /// blocks: when the handler is full it waits for the oldest result.
+    ///
+    /// ```no_run
+    /// # async fn f(h: gilpool::Handler) -> gilpool::Result<()> {
+    /// use std::future::poll_fn;
+    /// use std::pin::Pin;
+    /// use futures_core::Stream;
+    /// let mut results = h.map_stream::<_, _, i64>((0..1000i64).map(|i| (i,)), 256);
+    /// while let Some(r) = poll_fn(|cx| Pin::new(&mut results).poll_next(cx)).await {
+    ///     println!("{}", r?);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn map_stream<I, A, R>(&self, inputs: I, window: usize) -> MapStream<I::IntoIter, A, R>
+    where
+        I: IntoIterator<Item = A>,
+        A: IntoArgs,
+        R: FromPython + Send + 'static,
+    {
+        MapStream {
+            chunking: Chunking::new(self, window),
+            handler: self.clone(),
+            inputs: inputs.into_iter(),
+            held_back: None,
+            queued: 0,
+            pending: VecDeque::new(),
+            ready: VecDeque::new(),
+        }
+    }
+
+    /// A chunk task if the handler has room now; the inputs back if not.
+    fn try_submit_chunk<A, R>(
+        &self,
+        inputs: Vec<A>,
+    ) -> std::result::Result<Result<TaskFuture<Vec<Result<R>>>>, Vec<A>>
+    where
+        A: IntoArgs,
+        R: FromPython + Send + 'static,
+    {
+        let home = inputs.iter().find_map(IntoArgs::home);
+        let place = match self.core.lane.place(home, &self.core.target()) {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(e)),
+        };
+        match self.try_acquire() {
+            Ok(()) => {}
+            Err(e) if e.is_full() => return Err(inputs),
+            Err(e) => return Ok(Err(e)),
+        }
+        Ok(Ok(self.enqueue_chunk(inputs, place)))
+    }
+
+    /// With a permit held: the chunk task, published where it may run.
+    fn enqueue_chunk<A, R>(
+        &self,
+        inputs: Vec<A>,
+        place: Option<usize>,
+    ) -> TaskFuture<Vec<Result<R>>>
+    where
+        A: IntoArgs,
+        R: FromPython + Send + 'static,
+    {
+        self.core.stats.submitted.fetch_add(1, Ordering::Relaxed);
+        let (done, future) = Completer::new(self.core.clone(), None);
+        let job = Job::Chunk {
+            handler: self.core.clone(),
+            chunk: Box::new(ChunkTask::new(inputs, done)),
+        };
+        match place {
+            None => self.core.lane.pool.inject(job),
+            Some(slot) => self.core.lane.pool.inject_to(slot, job),
+        }
+        future
     }
 
     /// Submits `inputs` as one chunk task (see [`map`](Self::map)). Chunks
@@ -372,17 +437,7 @@ impl Handler {
         let home = inputs.iter().find_map(IntoArgs::home);
         let place = self.core.lane.place(home, &self.core.target())?;
         self.acquire(None)?;
-        self.core.stats.submitted.fetch_add(1, Ordering::Relaxed);
-        let (done, future) = Completer::new(self.core.clone(), None);
-        let job = Job::Chunk {
-            handler: self.core.clone(),
-            chunk: Box::new(ChunkTask::new(inputs, done)),
-        };
-        match place {
-            None => self.core.lane.pool.inject(job),
-            Some(slot) => self.core.lane.pool.inject_to(slot, job),
-        }
-        Ok(future)
+        Ok(self.enqueue_chunk(inputs, place))
     }
 
     fn check_detached() -> Result<()> {
@@ -470,8 +525,7 @@ fn acquire_error(e: AcquireError) -> Error {
 pub struct MapIter<I, R> {
     handler: Handler,
     inputs: I,
-    window: usize,
-    chunk: usize,
+    chunking: Chunking,
     /// Inputs submitted and not yet yielded.
     queued: usize,
     pending: VecDeque<Pending<R>>,
@@ -480,9 +534,6 @@ pub struct MapIter<I, R> {
     /// the spin window. When tasks are long, the waiting thread would spin
     /// on a core the workers need, once per result.
     spin: bool,
-    /// Guided chunk sizes (see [`MapChunks::Guided`]).
-    guided: bool,
-    workers: usize,
 }
 
 enum Pending<R> {
@@ -494,27 +545,62 @@ impl<I, R> std::fmt::Debug for MapIter<I, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MapIter")
             .field("handler", &self.handler)
-            .field("window", &self.window)
-            .field("chunk", &self.chunk)
+            .field("window", &self.chunking.window)
+            .field("chunk", &self.chunking.chunk)
             .field("queued", &self.queued)
             .finish()
     }
 }
 
-impl<I: Iterator, R> MapIter<I, R> {
-    /// Inputs in the next task: `batch_size`, or the guided share of what
-    /// is left, never more than the window has room for.
-    fn next_chunk_len(&self) -> usize {
-        let room = self.window - self.queued;
+/// How `map` cuts its input into tasks (shared by [`MapIter`] and
+/// [`MapStream`]).
+#[derive(Debug, Clone, Copy)]
+struct Chunking {
+    window: usize,
+    /// `batch_size` (1 for per-input tasks).
+    chunk: usize,
+    /// Guided chunk sizes (see [`MapChunks::Guided`]).
+    guided: bool,
+    workers: usize,
+}
+
+impl Chunking {
+    fn new(handler: &Handler, window: usize) -> Chunking {
+        let opts = handler.core.options;
+        // Vectorized handlers batch per input; so do handlers with a
+        // timeout, where every input gets its own deadline.
+        let per_input = opts.vectorized || opts.timeout.is_some();
+        Chunking {
+            window: window.max(1),
+            chunk: if per_input { 1 } else { opts.batch_size },
+            // One shared GIL runs one chunk at a time whatever their size:
+            // long chunks there only make the workers force each other off
+            // the GIL every switch interval.
+            guided: !per_input
+                && opts.map_chunks == MapChunks::Guided
+                && handler.core.lane.kind == LaneKind::Sub,
+            workers: handler.core.lane.pool.workers().max(1),
+        }
+    }
+
+    /// Inputs in the next task: `batch_size`, or the guided share of the
+    /// `left` inputs, never more than the window has room for (callers ask
+    /// only while `queued < window`, so there is room for one).
+    fn len(&self, queued: usize, left: usize) -> usize {
+        let room = self.window - queued;
         let mut len = self.chunk;
         if self.guided {
-            let (left, _) = self.inputs.size_hint();
             let share = left.div_ceil(GUIDED_SHARE * self.workers);
             let cap = (self.window / (2 * self.workers)).max(1);
             len = len.max(share.min(cap));
         }
-        // `next` only asks while `queued < window`, so `room >= 1`.
         len.clamp(1, room)
+    }
+}
+
+impl<I: Iterator, R> MapIter<I, R> {
+    fn next_chunk_len(&self) -> usize {
+        self.chunking.len(self.queued, self.inputs.size_hint().0)
     }
 }
 
@@ -531,7 +617,7 @@ where
             self.queued -= 1;
             return Some(r);
         }
-        while self.queued < self.window {
+        while self.queued < self.chunking.window {
             let len = self.next_chunk_len();
             if len <= 1 {
                 let Some(args) = self.inputs.next() else {
@@ -569,5 +655,144 @@ where
         };
         self.spin = started.elapsed() <= WAIT_SPIN;
         out
+    }
+}
+
+/// Results of [`Handler::map_stream`], in input order.
+pub struct MapStream<I, A, R> {
+    handler: Handler,
+    inputs: I,
+    chunking: Chunking,
+    /// Inputs taken from `inputs` that found the handler full.
+    held_back: Option<Vec<A>>,
+    /// Inputs submitted and not yet yielded.
+    queued: usize,
+    pending: VecDeque<Pending<R>>,
+    ready: VecDeque<Result<R>>,
+}
+
+impl<I, A, R> std::fmt::Debug for MapStream<I, A, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MapStream")
+            .field("handler", &self.handler)
+            .field("window", &self.chunking.window)
+            .field("queued", &self.queued)
+            .finish()
+    }
+}
+
+impl<I, A, R> Unpin for MapStream<I, A, R> {}
+
+impl<I, A, R> MapStream<I, A, R>
+where
+    I: Iterator<Item = A>,
+    A: IntoArgs,
+    R: FromPython + Send + 'static,
+{
+    /// Submits while the window has room and the handler takes work.
+    fn fill(&mut self) {
+        while self.queued < self.chunking.window {
+            let batch = match self.held_back.take() {
+                Some(b) => b,
+                None => {
+                    let len = self.chunking.len(self.queued, self.inputs.size_hint().0);
+                    let b: Vec<A> = self.inputs.by_ref().take(len).collect();
+                    if b.is_empty() {
+                        return;
+                    }
+                    b
+                }
+            };
+            let n = batch.len();
+            if n == 1 {
+                let mut batch = batch;
+                let args = batch.pop().expect("one input");
+                match self.handler.try_submit::<A, R>(args) {
+                    Ok(f) => self.pending.push_back(Pending::One(Ok(f))),
+                    Err(e) if e.is_full() => {
+                        self.held_back = Some(vec![e.into_inner()]);
+                        return;
+                    }
+                    Err(e) => self.pending.push_back(Pending::One(Err(e.error().clone()))),
+                }
+            } else {
+                match self.handler.try_submit_chunk::<A, R>(batch) {
+                    Ok(f) => self.pending.push_back(Pending::Chunk(f, n)),
+                    Err(back) => {
+                        self.held_back = Some(back);
+                        return;
+                    }
+                }
+            }
+            self.queued += n;
+        }
+    }
+}
+
+impl<I, A, R> futures_core::Stream for MapStream<I, A, R>
+where
+    I: Iterator<Item = A>,
+    A: IntoArgs,
+    R: FromPython + Send + 'static,
+{
+    type Item = Result<R>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<R>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = &mut *self;
+        loop {
+            if let Some(r) = this.ready.pop_front() {
+                this.queued -= 1;
+                return Poll::Ready(Some(r));
+            }
+            this.fill();
+            let Some(front) = this.pending.front_mut() else {
+                // Nothing in flight: the input is exhausted (or the handler
+                // is full with someone else's work: try again when woken).
+                return if this.held_back.is_some() {
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                } else {
+                    Poll::Ready(None)
+                };
+            };
+            match front {
+                Pending::One(Ok(f)) => match std::pin::Pin::new(f).poll(cx) {
+                    Poll::Ready(r) => {
+                        this.pending.pop_front();
+                        this.ready.push_back(r);
+                    }
+                    Poll::Pending => return Poll::Pending,
+                },
+                Pending::One(Err(_)) => {
+                    if let Some(Pending::One(Err(e))) = this.pending.pop_front() {
+                        this.ready.push_back(Err(e));
+                    }
+                }
+                Pending::Chunk(Ok(f), _) => match std::pin::Pin::new(f).poll(cx) {
+                    Poll::Ready(r) => {
+                        let n = match this.pending.pop_front() {
+                            Some(Pending::Chunk(_, n)) => n,
+                            _ => 0,
+                        };
+                        // Each input is counted off `queued` when it is yielded.
+                        match r {
+                            Ok(items) => this.ready.extend(items),
+                            Err(e) => this.ready.extend((0..n).map(|_| Err(e.clone()))),
+                        }
+                    }
+                    Poll::Pending => return Poll::Pending,
+                },
+                Pending::Chunk(Err(_), _) => {
+                    if let Some(Pending::Chunk(Err(e), n)) = this.pending.pop_front() {
+                        this.ready.extend((0..n).map(|_| Err(e.clone())));
+                    }
+                }
+            }
+        }
     }
 }

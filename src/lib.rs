@@ -10,7 +10,7 @@
 //! Public items:
 //! - [`Engine`], [`EngineBuilder`], [`Mode`]: the runtime and its workers;
 //!   [`Placement`], [`default_main_workers`]: which lane runs a handler.
-//! - [`Handler`], [`HandlerBuilder`], [`MapIter`]: a bound Python function;
+//! - [`Handler`], [`HandlerBuilder`], [`MapIter`], [`MapStream`]: a bound Python function;
 //!   `invoke`, `invoke_with`, `submit`, `submit_with`, `try_submit`,
 //!   `submit_timeout`, `map`.
 //! - [`TaskFuture`]: a task's result (a `Future`, with blocking `wait`).
@@ -84,7 +84,7 @@ pub use engine::{
 pub use error::{Error, Result, TrySubmitError};
 pub use gilpool_ffi::runtime::DEFAULT_PRELUDE;
 pub use gilpool_ffi::{is_attached, Object, PyException, Python, PythonVersion};
-pub use handler::{Handler, MapChunks, MapIter};
+pub use handler::{Handler, MapChunks, MapIter, MapStream};
 pub use held::{Held, Home};
 pub use metrics::{HandlerMetrics, Metrics, Percentiles, WorkerMetrics};
 pub use placement::Placement;

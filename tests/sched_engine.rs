@@ -691,3 +691,48 @@ fn shutdown_now_resolves_every_queued_future() {
     assert_eq!(ok + cancelled, 200);
     println!("shutdown_now: {ok} ran, {cancelled} cancelled");
 }
+
+#[test]
+fn map_stream_yields_in_order_within_its_window_with_errors_per_item() {
+    use futures_core::Stream;
+    use std::pin::Pin;
+    for mode in common::modes() {
+        let engine = common::builder(mode).build().unwrap();
+        for batch in [1usize, 8] {
+            let inc = engine
+                .handler("gilpool_workloads", "inc")
+                .batch_size(batch)
+                .max_in_flight(16)
+                .load()
+                .unwrap();
+            // Every seventh input is a string: inc raises for it.
+            let inputs = (0..500i64).map(|i| {
+                if i % 7 == 0 {
+                    gilpool::Args::new().arg("x")
+                } else {
+                    gilpool::Args::new().arg(i)
+                }
+            });
+            let mut stream = inc.map_stream::<_, _, i64>(inputs, 64);
+            let out: Vec<gilpool::Result<i64>> = common::block_on(async {
+                let mut out = Vec::new();
+                while let Some(r) =
+                    std::future::poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await
+                {
+                    assert!(inc.in_flight() <= 16);
+                    out.push(r);
+                }
+                out
+            });
+            assert_eq!(out.len(), 500);
+            for (i, r) in out.into_iter().enumerate() {
+                if i % 7 == 0 {
+                    assert!(r.unwrap_err().is_python());
+                } else {
+                    assert_eq!(r.unwrap(), i as i64 + 1);
+                }
+            }
+        }
+        engine.shutdown();
+    }
+}
