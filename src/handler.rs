@@ -386,7 +386,7 @@ impl Handler {
     fn try_submit_chunk<A, R>(
         &self,
         inputs: Vec<A>,
-    ) -> std::result::Result<Result<TaskFuture<Vec<Result<R>>>>, Vec<A>>
+    ) -> std::result::Result<Result<ChunkFuture<R>>, Vec<A>>
     where
         A: IntoArgs,
         R: FromPython + Send + 'static,
@@ -520,6 +520,9 @@ fn acquire_error(e: AcquireError) -> Error {
         AcquireError::Closed => Error::new(ErrorKind::Shutdown),
     }
 }
+
+/// The future of a `map` chunk: one result per input.
+type ChunkFuture<R> = TaskFuture<Vec<Result<R>>>;
 
 /// Results of [`Handler::map`], in input order.
 pub struct MapIter<I, R> {
