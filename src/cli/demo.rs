@@ -19,6 +19,11 @@ pub(crate) struct DemoArgs {
     /// Workers for the "all workers" rows (default: the number of cores).
     #[arg(long)]
     workers: Option<usize>,
+    /// Rounds: every row runs once per round, rounds interleaved, and the
+    /// table shows each row's median and range, so one slow spell of a
+    /// busy host shows as spread rather than as a result.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
     /// Force the progress bar on stderr even when it is not a terminal.
     #[arg(long)]
     progress: bool,
@@ -27,8 +32,22 @@ pub(crate) struct DemoArgs {
 struct Row {
     mode: Mode,
     workers: usize,
-    seconds: f64,
+    /// One per round.
+    seconds: Vec<f64>,
     checksum: i64,
+}
+
+impl Row {
+    fn median(&self) -> f64 {
+        let mut s = self.seconds.clone();
+        s.sort_by(f64::total_cmp);
+        s[s.len() / 2]
+    }
+    fn range(&self) -> (f64, f64) {
+        let min = self.seconds.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = self.seconds.iter().copied().fold(0.0, f64::max);
+        (min, max)
+    }
 }
 
 pub(crate) fn main(args: DemoArgs) -> ExitCode {
@@ -44,6 +63,9 @@ pub(crate) fn main(args: DemoArgs) -> ExitCode {
 fn run(args: DemoArgs) -> Result<(), String> {
     if args.tasks == 0 {
         return Err("--tasks must be at least 1".into());
+    }
+    if args.repeat == 0 {
+        return Err("--repeat must be at least 1".into());
     }
     let all = args
         .workers
@@ -61,11 +83,15 @@ fn run(args: DemoArgs) -> Result<(), String> {
     if all > 1 {
         counts.push(all);
     }
-    let mut rows = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
     let mut version = String::new();
     let mut executable = String::new();
-    for &mode in &modes {
-        for &workers in &counts {
+    let configs: Vec<(Mode, usize)> = modes
+        .iter()
+        .flat_map(|&m| counts.iter().map(move |&w| (m, w)))
+        .collect();
+    for round in 0..args.repeat {
+        for &(mode, workers) in &configs {
             let engine = Engine::builder()
                 .mode(mode)
                 .workers(workers)
@@ -93,7 +119,7 @@ fn run(args: DemoArgs) -> Result<(), String> {
             let bar = progress(
                 Some(args.tasks as u64),
                 args.progress,
-                &format!("{mode} x{workers}"),
+                &format!("{mode} x{workers} ({}/{})", round + 1, args.repeat),
             );
             let start = Instant::now();
             let mut checksum: i64 = 0;
@@ -105,46 +131,59 @@ fn run(args: DemoArgs) -> Result<(), String> {
             let seconds = start.elapsed().as_secs_f64();
             bar.finish_and_clear();
             engine.shutdown();
-            rows.push(Row {
-                mode,
-                workers,
-                seconds,
-                checksum,
-            });
+            match rows
+                .iter_mut()
+                .find(|r| r.mode == mode && r.workers == workers)
+            {
+                Some(row) => {
+                    row.seconds.push(seconds);
+                    if row.checksum != checksum {
+                        return Err(format!("{mode} x{workers}: results differ between rounds"));
+                    }
+                }
+                None => rows.push(Row {
+                    mode,
+                    workers,
+                    seconds: vec![seconds],
+                    checksum,
+                }),
+            }
         }
     }
     let reference = plain_python(&executable, &dir, args.n);
     println!(
-        "gilpool demo: gilpool_workloads.heavy, {} tasks per row, Python {version}",
-        args.tasks
+        "gilpool demo: gilpool_workloads.heavy, {} tasks per row, {} interleaved round(s), Python {version}",
+        args.tasks, args.repeat
     );
     println!();
     println!(
-        "| {:<15} | {:>7} | {:>9} | {:>9} | {:>7} | {:>14} |",
-        "mode", "workers", "seconds", "tasks/s", "speedup", "result"
+        "| {:<15} | {:>7} | {:>9} | {:>17} | {:>9} | {:>7} | {:>14} |",
+        "mode", "workers", "median s", "range s", "tasks/s", "speedup", "result"
     );
     println!(
-        "|{:-<17}|{:->9}|{:->11}|{:->11}|{:->9}|{:->16}|",
-        "", "", "", "", "", ""
+        "|{:-<17}|{:->9}|{:->11}|{:->19}|{:->11}|{:->9}|{:->16}|",
+        "", "", "", "", "", "", ""
     );
     for row in &rows {
         let base = rows
             .iter()
             .find(|r| r.mode == row.mode && r.workers == 1)
-            .map_or(row.seconds, |r| r.seconds);
+            .map_or(row.median(), Row::median);
         let per_task = row.checksum / args.tasks as i64;
+        let (lo, hi) = row.range();
         println!(
-            "| {:<15} | {:>7} | {:>9.3} | {:>9.1} | {:>6.2}x | {:>14} |",
+            "| {:<15} | {:>7} | {:>9.3} | {:>17} | {:>9.1} | {:>6.2}x | {:>14} |",
             row.mode.to_string(),
             row.workers,
-            row.seconds,
-            args.tasks as f64 / row.seconds,
-            base / row.seconds,
+            row.median(),
+            format!("{lo:.3}–{hi:.3}"),
+            args.tasks as f64 / row.median(),
+            base / row.median(),
             per_task
         );
     }
     println!();
-    println!("speedup: tasks/s against 1 worker of the same mode, same run; result: heavy(n) as returned");
+    println!("speedup: median tasks/s against 1 worker of the same mode, same run; range: fastest and slowest round (a wide one means a busy host); result: heavy(n) as returned");
     match reference {
         Ok(v) => {
             let same = rows
