@@ -74,6 +74,7 @@ pub struct EngineBuilder {
     initializers: Vec<Initializer>,
     max_tasks_per_worker: Option<u64>,
     max_allocated_blocks: Option<usize>,
+    allocator: crate::Allocator,
 }
 
 /// A function every interpreter of a lane runs once, before its first task.
@@ -118,6 +119,7 @@ impl Default for EngineBuilder {
             initializers: Vec::new(),
             max_tasks_per_worker: None,
             max_allocated_blocks: None,
+            allocator: crate::Allocator::Default,
         }
     }
 }
@@ -262,6 +264,15 @@ impl EngineBuilder {
         self
     }
 
+    /// CPython's memory allocator: pymalloc, mimalloc (3.13 builds) or the C
+    /// library's malloc (default: what the build and `PYTHONMALLOC` say).
+    /// It is set before the runtime starts, so the first engine of the
+    /// process decides; a later engine asking for another gets a warning.
+    /// See docs/BENCHMARKS.md for how each compares.
+    pub fn allocator(mut self, allocator: crate::Allocator) -> Self {
+        self.allocator = allocator;
+        self
+    }
     /// Recycles a sub-lane worker's interpreter after it ran `n` tasks: the
     /// worker ends it and creates a fresh one *between* jobs, running the
     /// initializers again (default: never). Like a process pool's
@@ -331,12 +342,22 @@ impl EngineBuilder {
                 .collect()
         });
         let config = RuntimeConfig {
+            allocator: self.allocator,
             executable: self.executable.clone(),
             prelude: prelude.clone(),
             sys_path: sys_path.clone(),
         };
         let runtime = Runtime::get_or_init(&config)
             .map_err(|e| Error::new(ErrorKind::Init(e.to_string())))?;
+        if self.allocator != crate::Allocator::Default && runtime.allocator() != self.allocator {
+            let w = format!(
+                "allocator {} requested, but this process's Python runtime was started with allocator {} by an earlier engine; it cannot change",
+                self.allocator,
+                runtime.allocator()
+            );
+            eprintln!("gilpool: warning: {w}");
+            warnings.push(w);
+        }
         // A runtime started by an earlier engine: make sure this engine's
         // prelude is loaded too (a no-op for modules already imported).
         let failures = runtime

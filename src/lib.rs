@@ -20,7 +20,8 @@
 //! - [`Python`], [`Object`]: the attachment token and objects bound to it,
 //!   seen only inside callbacks; [`PyException`]: a Python exception as data.
 //! - [`Error`], [`Result`], [`TrySubmitError`]: errors.
-//! - [`ShutdownReport`]: what [`Engine::shutdown_timeout`] did.
+//! - [`ShutdownReport`]: what [`Engine::shutdown_timeout`] did; [`Allocator`]:
+//!   CPython's memory allocator.
 //! - [`Metrics`], [`WorkerMetrics`], [`HandlerMetrics`], [`Percentiles`]:
 //!   [`Engine::metrics`] snapshots.
 //! - [`finalize`], [`finalize_timeout`], [`is_attached`], [`DEFAULT_PRELUDE`],
@@ -83,6 +84,7 @@ pub use engine::{
 };
 pub use error::{Error, Result, TrySubmitError};
 pub use gilpool_ffi::runtime::DEFAULT_PRELUDE;
+pub use gilpool_ffi::Allocator;
 pub use gilpool_ffi::{is_attached, Object, PyException, Python, PythonVersion};
 pub use handler::{Handler, MapChunks, MapIter, MapStream};
 pub use held::{Held, Home};

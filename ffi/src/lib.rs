@@ -29,7 +29,7 @@ pub use error::PyException;
 pub use interp::{attach, MainThreadState, SubInterpreter, WorkerState};
 pub use interrupt::InterruptHandle;
 pub use object::{Kept, Kind, Object, Stash};
-pub use runtime::{InitError, PythonVersion, Runtime, RuntimeConfig};
+pub use runtime::{Allocator, InitError, PythonVersion, Runtime, RuntimeConfig};
 
 /// Whether this build can create own-GIL subinterpreters (built for
 /// CPython >= 3.12).

@@ -31,9 +31,58 @@ pub const DEFAULT_PRELUDE: &[&str] = &[
     "sqlite3",
 ];
 
+/// CPython's memory allocator, chosen before the runtime starts
+/// (`PyPreConfig.allocator`, as `PYTHONMALLOC` would).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Allocator {
+    /// Whatever the build and `PYTHONMALLOC` say (pymalloc normally).
+    #[default]
+    Default,
+    /// CPython's small-object allocator (pymalloc), each own-GIL
+    /// subinterpreter with its own arenas.
+    Pymalloc,
+    /// mimalloc (CPython 3.13 builds that include it).
+    Mimalloc,
+    /// The C library's `malloc` for everything.
+    Malloc,
+}
+
+impl fmt::Display for Allocator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Allocator::Default => "default",
+            Allocator::Pymalloc => "pymalloc",
+            Allocator::Mimalloc => "mimalloc",
+            Allocator::Malloc => "malloc",
+        })
+    }
+}
+
+impl Allocator {
+    /// `PyMemAllocatorName` values (Include/cpython/pymem.h).
+    fn code(self) -> Result<Option<std::os::raw::c_int>, InitError> {
+        Ok(match self {
+            Allocator::Default => None,
+            Allocator::Malloc => Some(3),
+            Allocator::Pymalloc => Some(5),
+            #[cfg(Py_3_13)]
+            Allocator::Mimalloc => Some(7),
+            #[cfg(not(Py_3_13))]
+            Allocator::Mimalloc => {
+                return Err(InitError::Init(format!(
+                    "the mimalloc allocator needs CPython >= 3.13; this build targets Python {}",
+                    crate::BUILD_PYTHON
+                )))
+            }
+        })
+    }
+}
+
 /// How the runtime is initialised.
 #[derive(Debug, Clone)]
 pub struct RuntimeConfig {
+    /// The memory allocator (only the first engine's choice takes effect).
+    pub allocator: Allocator,
     /// `sys.executable`; defaults to the interpreter this build targets.
     pub executable: Option<PathBuf>,
     /// Modules imported in the main interpreter at start-up.
@@ -45,6 +94,7 @@ pub struct RuntimeConfig {
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
+            allocator: Allocator::Default,
             executable: None,
             prelude: DEFAULT_PRELUDE.iter().map(|s| s.to_string()).collect(),
             sys_path: Vec::new(),
@@ -118,6 +168,7 @@ enum Command {
 /// The initialised runtime. One per process, `'static`.
 #[derive(Debug)]
 pub struct Runtime {
+    allocator: Allocator,
     version: PythonVersion,
     executable: String,
     prelude_failures: Vec<String>,
@@ -162,6 +213,7 @@ impl Runtime {
     }
 
     fn start(config: RuntimeConfig) -> Result<Runtime, InitError> {
+        let allocator = config.allocator;
         let (tx, rx) = mpsc::channel::<Command>();
         let (ready_tx, ready_rx) = mpsc::channel();
         std::thread::Builder::new()
@@ -171,11 +223,17 @@ impl Runtime {
         let (version, executable, prelude_failures) =
             ready_rx.recv().map_err(|_| InitError::Gone)??;
         Ok(Runtime {
+            allocator,
             version,
             executable,
             prelude_failures,
             commands: Mutex::new(tx),
         })
+    }
+
+    /// The allocator the runtime was started with.
+    pub fn allocator(&self) -> Allocator {
+        self.allocator
     }
 
     /// The running interpreter's version.
@@ -332,6 +390,26 @@ fn main_thread(
 /// # Safety
 /// Once per process, before any other CPython call.
 unsafe fn initialize(config: &RuntimeConfig) -> Result<*mut ffi::PyThreadState, InitError> {
+    if let Some(code) = config.allocator.code()? {
+        let mut pre = std::mem::MaybeUninit::<ffi::PyPreConfig>::uninit();
+        // SAFETY: PyPreConfig_InitPythonConfig fully initialises the struct.
+        let mut pre = unsafe {
+            ffi::PyPreConfig_InitPythonConfig(pre.as_mut_ptr());
+            pre.assume_init()
+        };
+        pre.allocator = code;
+        // SAFETY: before any other CPython call (the caller's contract);
+        // `pre` is initialised.
+        let status = unsafe { ffi::Py_PreInitialize(&pre) };
+        // SAFETY: reading a status value.
+        if unsafe { ffi::PyStatus_Exception(status) } != 0 {
+            return Err(InitError::Init(format!(
+                "allocator {}: {}",
+                config.allocator,
+                status_message(status)
+            )));
+        }
+    }
     let mut cfg = std::mem::MaybeUninit::<ffi::PyConfig>::uninit();
     // SAFETY: PyConfig_InitPythonConfig fully initialises the struct.
     let mut cfg = unsafe {
