@@ -29,6 +29,7 @@ pub(super) fn build_engine(
     let engine = Engine::builder()
         .mode(mode)
         .workers(workers)
+        .allocator(plan.allocator)
         .sys_path(&plan.dir)
         .build()
         .map_err(|e| format!("cannot start a {mode} engine with {workers} workers: {e}"))?;

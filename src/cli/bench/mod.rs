@@ -106,6 +106,10 @@ pub(crate) struct BenchArgs {
     /// Measure gilpool only; do not run the Python-side baselines.
     #[arg(long)]
     skip_python: bool,
+    /// CPython's allocator for gilpool's engines (the Python peers run with
+    /// their own default).
+    #[arg(long, value_enum, default_value_t = AllocatorArg::Default)]
+    allocator: AllocatorArg,
     /// Force the progress bar on stderr even when it is not a terminal.
     #[arg(long)]
     progress: bool,
@@ -243,8 +247,29 @@ impl WorkloadRun {
 }
 
 /// The options after validation.
+/// `--allocator`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum AllocatorArg {
+    Default,
+    Pymalloc,
+    Mimalloc,
+    Malloc,
+}
+
+impl From<AllocatorArg> for gilpool::Allocator {
+    fn from(a: AllocatorArg) -> Self {
+        match a {
+            AllocatorArg::Default => gilpool::Allocator::Default,
+            AllocatorArg::Pymalloc => gilpool::Allocator::Pymalloc,
+            AllocatorArg::Mimalloc => gilpool::Allocator::Mimalloc,
+            AllocatorArg::Malloc => gilpool::Allocator::Malloc,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Plan {
+    allocator: gilpool::Allocator,
     workers: usize,
     repeat: usize,
     paired: usize,
@@ -268,6 +293,7 @@ fn run(args: BenchArgs) -> Result<bool, String> {
         );
     }
     let plan = Plan {
+        allocator: args.allocator.into(),
         workers,
         repeat: args.repeat,
         paired: args.paired,
