@@ -422,6 +422,7 @@ mod tests {
     #[test]
     fn draws_a_panel_per_workload_with_its_rows() {
         let plan = Plan {
+            allocator: gilpool::Allocator::Default,
             workers: 2,
             repeat: 1,
             paired: 1,
