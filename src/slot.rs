@@ -52,6 +52,9 @@ pub(crate) struct Target {
     pub(crate) busy: AtomicBool,
 }
 
+/// The unstarted tasks of a slot's current batch, with their handler.
+pub(crate) type Rest = (Arc<HandlerCore>, VecDeque<Box<dyn Task>>);
+
 /// What [`Slot::inner`] guards.
 #[derive(Default)]
 pub(crate) struct SlotInner {
@@ -64,7 +67,7 @@ pub(crate) struct SlotInner {
     /// The tasks of that call.
     pub(crate) running: Vec<Arc<dyn Control>>,
     /// The current batch's tasks not started yet.
-    pub(crate) rest: Option<(Arc<HandlerCore>, VecDeque<Box<dyn Task>>)>,
+    pub(crate) rest: Option<Rest>,
     pub(crate) target: Option<Arc<Target>>,
     /// Tasks this generation ran (for recycling and metrics).
     pub(crate) tasks: u64,

@@ -92,6 +92,7 @@ pub(crate) fn run(start: WorkerStart) {
         let guard = state.attach();
         let py = guard.py();
         py.prepend_sys_path(&lane.config.sys_path)
+            .and_then(|()| py.add_site_dirs(lane.config.runtime.site_dirs()))
             .map(|()| py.interrupt_handle())
     };
     let handle = match prepared {

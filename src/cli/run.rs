@@ -100,7 +100,8 @@ pub(crate) struct RunArgs {
     /// Put DIR on the interpreters' `sys.path` (repeatable, first wins).
     #[arg(long, value_name = "DIR")]
     sys_path: Vec<PathBuf>,
-    /// Run in this virtual environment (not supported yet).
+    /// Run in this virtual environment (default: $VIRTUAL_ENV when set,
+    /// unless GILPOOL_IGNORE_VIRTUAL_ENV=1).
     #[arg(long, value_name = "DIR")]
     venv: Option<PathBuf>,
     /// Fail a task that runs longer than SECS (not supported yet).
@@ -246,9 +247,6 @@ pub(crate) fn parse_target(target: &str) -> Result<Target, String> {
 
 /// Runs `gilpool run`; `Err` is a usage or setup error (exit status 2).
 fn run(args: RunArgs) -> Result<Summary, String> {
-    if args.venv.is_some() {
-        return Err("--venv is not supported yet".into());
-    }
     if args.timeout.is_some() {
         return Err("--timeout is not supported yet".into());
     }
@@ -270,6 +268,9 @@ fn run(args: RunArgs) -> Result<Summary, String> {
     }
     if let Some(n) = args.workers {
         builder = builder.workers(n);
+    }
+    if let Some(dir) = &args.venv {
+        builder = builder.venv(dir);
     }
     let engine = builder.build().map_err(|e| e.to_string())?;
     let window = (4 * engine.workers() * args.batch_size).clamp(256, 65_536);
