@@ -64,6 +64,7 @@ mod engine;
 mod error;
 mod handler;
 mod lane;
+mod placement;
 pub(crate) mod sched;
 mod slot;
 mod task;
