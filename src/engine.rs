@@ -5,7 +5,7 @@ use crate::handler::{Handler, HandlerCore, HandlerOptions, MapChunks};
 use crate::lane::{Lane, LaneConfig, LaneKind};
 use crate::placement::Placement;
 use crate::watchdog::{self, Reason};
-use gilpool_ffi::{PythonVersion, Runtime, RuntimeConfig};
+use gilpool_ffi::{InitError, PythonVersion, Runtime, RuntimeConfig};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,6 +65,8 @@ pub struct EngineBuilder {
     sys_path: Vec<PathBuf>,
     prelude: Option<Vec<String>>,
     executable: Option<PathBuf>,
+    venv: Option<PathBuf>,
+    venv_from_env: bool,
     idle_spin: Duration,
     shutdown_timeout: Duration,
     interrupt_grace: Duration,
@@ -110,6 +112,8 @@ impl Default for EngineBuilder {
             sys_path: Vec::new(),
             prelude: None,
             executable: None,
+            venv: None,
+            venv_from_env: true,
             idle_spin: Duration::from_micros(50),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             interrupt_grace: DEFAULT_INTERRUPT_GRACE,
@@ -155,6 +159,41 @@ impl EngineBuilder {
     /// `sys.executable` (default: the interpreter this build targets).
     pub fn executable(mut self, path: impl AsRef<Path>) -> Self {
         self.executable = Some(path.as_ref().to_path_buf());
+        self
+    }
+    /// Runs every interpreter in the virtual environment at `dir` (the
+    /// folder holding `pyvenv.cfg`): its site-packages are on `sys.path`,
+    /// `.pth` files processed, and `sys.prefix`, `sys.exec_prefix` and
+    /// `sys.executable` are the environment's. Without this, an engine runs
+    /// in `$VIRTUAL_ENV` when that is set (see
+    /// [`venv_from_env`](Self::venv_from_env)).
+    ///
+    /// The environment must be made for the Python minor version this build
+    /// embeds: another is an [`Error::is_config`] error naming both. The
+    /// runtime is initialised once per process, so every engine of a process
+    /// must run in the same environment: asking for another one than the
+    /// running runtime's (or for one when the first engine ran without) is
+    /// an [`Error::is_config`] error; an engine that names none runs in the
+    /// running one.
+    ///
+    /// ```no_run
+    /// # fn main() -> gilpool::Result<()> {
+    /// // python3.13 -m venv .venv && .venv/bin/pip install six
+    /// let engine = gilpool::Engine::builder().venv(".venv").build()?;
+    /// let eval = engine.load("builtins", "eval")?;
+    /// let six: String = eval.invoke(("__import__('six').__file__", gilpool::Value::Dict(vec![])))?;
+    /// assert!(six.contains(".venv"));
+    /// # Ok(()) }
+    /// ```
+    pub fn venv(mut self, dir: impl AsRef<Path>) -> Self {
+        self.venv = Some(dir.as_ref().to_path_buf());
+        self
+    }
+    /// Whether an engine given no [`venv`](Self::venv) runs in
+    /// `$VIRTUAL_ENV` when it is set (default `true`). Setting
+    /// `GILPOOL_IGNORE_VIRTUAL_ENV=1` in the environment turns it off too.
+    pub fn venv_from_env(mut self, on: bool) -> Self {
+        self.venv_from_env = on;
         self
     }
     /// How long an idle worker keeps looking for work before it sleeps
@@ -317,7 +356,19 @@ impl EngineBuilder {
         let mut warnings = Vec::new();
         let mode = match self.mode {
             Mode::Auto if gilpool_ffi::SUPPORTS_OWN_GIL => Mode::SubInterpreters,
-            Mode::Auto => Mode::SingleGil,
+            Mode::Auto => {
+                // Not printed: SingleGil is what Auto promises on such a
+                // build, and every program using the default would print it.
+                let w = format!(
+                    "Mode::Auto runs SingleGil (one shared GIL): this build targets Python {} ({}), \
+                     which has no own-GIL subinterpreters (CPython >= 3.12); build with PYO3_PYTHON \
+                     set to CPython 3.12 or newer to run Python in parallel",
+                    gilpool_ffi::BUILD_PYTHON,
+                    gilpool_ffi::BUILD_EXECUTABLE
+                );
+                warnings.push(w);
+                Mode::SingleGil
+            }
             Mode::SubInterpreters if !gilpool_ffi::SUPPORTS_OWN_GIL => {
                 let w = format!(
                     "Mode::SubInterpreters needs CPython >= 3.12 but this build targets Python {}; falling back to SingleGil",
@@ -346,9 +397,19 @@ impl EngineBuilder {
             executable: self.executable.clone(),
             prelude: prelude.clone(),
             sys_path: sys_path.clone(),
+            venv: crate::venv::resolve(self.venv.as_deref(), self.venv_from_env)?,
         };
-        let runtime = Runtime::get_or_init(&config)
-            .map_err(|e| Error::new(ErrorKind::Init(e.to_string())))?;
+        let fresh = Runtime::get().is_none();
+        let runtime = Runtime::get_or_init(&config).map_err(|e| match e {
+            InitError::Venv(m) => Error::config(m),
+            e => Error::new(ErrorKind::Init(e.to_string())),
+        })?;
+        for w in runtime.warnings() {
+            if fresh {
+                eprintln!("gilpool: warning: {w}");
+            }
+            warnings.push(w.clone());
+        }
         if self.allocator != crate::Allocator::Default && runtime.allocator() != self.allocator {
             let w = format!(
                 "allocator {} requested, but this process's Python runtime was started with allocator {} by an earlier engine; it cannot change",
@@ -825,10 +886,19 @@ impl Engine {
         self.shared.main_workers
     }
 
+    /// The libpython shared library this process loaded, when it can be
+    /// told (the executable itself when Python is linked in statically).
+    pub fn python_library(&self) -> Option<&str> {
+        self.shared.runtime.library()
+    }
+
     /// Warnings raised while building (mode fallback, prelude modules that
-    /// failed to import) and while running (handlers moved to the main
-    /// lane, quarantined workers, abandoned interpreters). Each is also
-    /// printed to stderr when raised.
+    /// failed to import, a libpython of another patch release than the
+    /// build's) and while running (handlers moved to the main lane,
+    /// quarantined workers, abandoned interpreters). Each is also printed to
+    /// stderr when raised, except [`Mode::Auto`]'s fallback to SingleGil on
+    /// a build for Python < 3.12 (that is what `Auto` means there;
+    /// `gilpool doctor` shows it first).
     pub fn warnings(&self) -> Vec<String> {
         let mut w = self.shared.warnings.lock().unwrap().clone();
         for lane in self.shared.lanes() {

@@ -86,6 +86,15 @@ impl Error {
         }
     }
 
+    /// When a module refused to load in an own-GIL subinterpreter (numpy,
+    /// PyO3- and mypyc-built extensions, ...): the line of the exception
+    /// chain that says so. Such a module can run on the main interpreter
+    /// (`Mode::SingleGil`); `gilpool doctor MODULE` tells where a module
+    /// runs.
+    pub fn subinterpreter_refusal(&self) -> Option<String> {
+        self.python().and_then(crate::placement::refusal)
+    }
+
     /// Python could not be initialised or was finalised.
     pub fn is_init(&self) -> bool {
         matches!(self.kind, ErrorKind::Init(_))

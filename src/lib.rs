@@ -27,6 +27,8 @@
 //! - [`finalize`], [`finalize_timeout`], [`is_attached`], [`DEFAULT_PRELUDE`],
 //!   [`PythonVersion`], [`DEFAULT_SHUTDOWN_TIMEOUT`], [`DEFAULT_INTERRUPT_GRACE`],
 //!   [`DEFAULT_STACK_SIZE`], [`DEFAULT_MAX_DEPTH`].
+//! - [`BUILD_PYTHON`], [`BUILD_PYTHON_VERSION`], [`BUILD_PYTHON_EXECUTABLE`]:
+//!   the CPython this build embeds.
 //!
 //! ```no_run
 //! use gilpool::{Engine, Mode};
@@ -74,6 +76,7 @@ pub(crate) mod sched;
 mod slot;
 mod task;
 mod value;
+mod venv;
 mod watchdog;
 mod worker;
 
@@ -93,6 +96,21 @@ pub use placement::Placement;
 pub use task::TaskFuture;
 pub use value::{Value, DEFAULT_MAX_DEPTH};
 pub use worker::DEFAULT_STACK_SIZE;
+
+/// The `major.minor` of the CPython this build embeds (the interpreter
+/// pyo3-ffi built against: `PYO3_PYTHON`). A build runs only on this minor
+/// version's libpython.
+pub const BUILD_PYTHON: &str = gilpool_ffi::BUILD_PYTHON;
+
+/// The full version of that CPython, `major.minor.micro` (empty when the
+/// build could not run it). A libpython of another patch release is
+/// accepted with a warning in [`Engine::warnings`].
+pub const BUILD_PYTHON_VERSION: &str = gilpool_ffi::BUILD_VERSION_FULL;
+
+/// That CPython's interpreter at build time: the default `sys.executable`,
+/// and the one to make virtual environments with
+/// ([`EngineBuilder::venv`]).
+pub const BUILD_PYTHON_EXECUTABLE: &str = gilpool_ffi::BUILD_EXECUTABLE;
 
 /// Finalises the embedded Python runtime (`Py_FinalizeEx`). Call it once,
 /// after every [`Engine`] is shut down, to run Python's exit handlers and

@@ -182,6 +182,7 @@ fn open(lane: &Lane, index: usize) -> std::result::Result<Opened, String> {
         let guard = state.attach();
         let py = guard.py();
         py.prepend_sys_path(&lane.config.sys_path)
+            .and_then(|()| py.add_site_dirs(lane.config.runtime.site_dirs()))
             .map_err(|e| format!("cannot set sys.path in a worker interpreter: {e}"))
             .and_then(|()| {
                 if lane.kind != LaneKind::Sub {

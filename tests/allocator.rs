@@ -30,7 +30,11 @@ fn child(name: &str) {
             .unwrap();
         let stats = engine.load("alloc_fixture", "stats").unwrap();
         let blocks: i64 = stats.invoke(()).unwrap();
-        assert_eq!(blocks == 0, allocator == Allocator::Malloc, "{mode}: {blocks} blocks");
+        assert_eq!(
+            blocks == 0,
+            allocator == Allocator::Malloc,
+            "{mode}: {blocks} blocks"
+        );
         engine.shutdown();
     }
     // The runtime is started: another allocator cannot apply.
@@ -39,9 +43,15 @@ fn child(name: &str) {
     } else {
         Allocator::Malloc
     };
-    let engine = common::builder(Mode::SingleGil).allocator(other).build().unwrap();
+    let engine = common::builder(Mode::SingleGil)
+        .allocator(other)
+        .build()
+        .unwrap();
     assert!(
-        engine.warnings().iter().any(|w| w.contains("cannot change")),
+        engine
+            .warnings()
+            .iter()
+            .any(|w| w.contains("cannot change")),
         "{:?}",
         engine.warnings()
     );
@@ -59,7 +69,11 @@ fn the_first_engine_chooses_the_allocator() {
     }
     for name in names {
         let out = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "the_first_engine_chooses_the_allocator", "--nocapture"])
+            .args([
+                "--exact",
+                "the_first_engine_chooses_the_allocator",
+                "--nocapture",
+            ])
             .env(CHILD_ENV, name)
             .output()
             .unwrap();

@@ -521,7 +521,7 @@ fn usage_and_setup_errors_exit_2_with_a_clear_message() {
         ),
         (
             &["gilpool_workloads:inc", "--venv", "venv"],
-            "--venv is not supported yet",
+            "virtual environment venv: No such file",
         ),
         (
             &["gilpool_workloads:inc", "--timeout", "0"],

@@ -219,6 +219,16 @@ fn modes_report_their_effective_mode() {
         Mode::SingleGil
     };
     assert_eq!(engine.mode(), expect);
+    // Before 3.12, Auto's fallback is a warning too, naming the Python.
+    let auto_warned = engine.warnings().iter().any(|w| {
+        w.contains("Mode::Auto runs SingleGil") && w.contains(gilpool::BUILD_PYTHON_EXECUTABLE)
+    });
+    assert_eq!(
+        auto_warned,
+        !Mode::SubInterpreters.is_supported(),
+        "{:?}",
+        engine.warnings()
+    );
     drop(engine);
     let engine = builder(Mode::SubInterpreters).build().unwrap();
     assert_eq!(

@@ -11,6 +11,7 @@
 //! - [`PyException`]: a Python exception as owned Rust data.
 //! - [`Stash`]: an object kept inside one interpreter across attachments.
 //! - [`InterruptHandle`]: interrupts Python running on a worker thread.
+//! - [`Venv`]: a virtual environment checked against this build's Python.
 //!
 //! Invariants (see `docs/SAFETY.md`): one persistent thread state per worker
 //! thread; `PyGILState_*` is never used; a thread is attached to at most one
@@ -23,6 +24,7 @@ pub mod interp;
 mod interrupt;
 mod object;
 pub mod runtime;
+mod venv;
 
 pub use attach::{is_attached, Attached, Python};
 pub use error::PyException;
@@ -30,6 +32,7 @@ pub use interp::{attach, MainThreadState, SubInterpreter, WorkerState};
 pub use interrupt::InterruptHandle;
 pub use object::{Kept, Kind, Object, Stash};
 pub use runtime::{Allocator, InitError, PythonVersion, Runtime, RuntimeConfig};
+pub use venv::Venv;
 
 /// Whether this build can create own-GIL subinterpreters (built for
 /// CPython >= 3.12).
@@ -37,6 +40,11 @@ pub const SUPPORTS_OWN_GIL: bool = cfg!(Py_3_12);
 
 /// The `major.minor` of the CPython this build is tied to.
 pub const BUILD_PYTHON: &str = env!("GILPOOL_BUILD_VERSION");
+
+/// The `major.minor.micro` of the CPython this build was configured with
+/// (empty when the build could not run it), compared at start-up with the
+/// libpython actually loaded.
+pub const BUILD_VERSION_FULL: &str = env!("GILPOOL_BUILD_VERSION_FULL");
 
 /// The interpreter this build was configured with (`PYO3_PYTHON`'s
 /// `sys.executable`), the default `sys.executable` at run time.

@@ -671,6 +671,33 @@ impl<'py> Python<'py> {
         Ok(())
     }
 
+    /// Adds each of `dirs` that is not on `sys.path` yet (compared after
+    /// resolving symlinks) with `site.addsitedir`: appended, its `.pth`
+    /// files processed, as `site` does for an environment's site-packages.
+    /// A directory already there is skipped, so its `.pth` files never run
+    /// twice in one interpreter.
+    pub fn add_site_dirs(self, dirs: &[String]) -> Result<(), PyException> {
+        if dirs.is_empty() {
+            return Ok(());
+        }
+        let realpath = self.import("os")?.getattr("path")?.getattr("realpath")?;
+        let addsitedir = self.import("site")?.getattr("addsitedir")?;
+        let path = self.import("sys")?.getattr("path")?;
+        for d in dirs {
+            let wanted = realpath.call1(&self.str(d))?.extract_str()?;
+            let present = path.sequence_items()?.iter().any(|entry| {
+                realpath
+                    .call1(entry)
+                    .and_then(|p| p.extract_str())
+                    .is_ok_and(|p| p == wanted)
+            });
+            if !present {
+                addsitedir.call1(&self.str(d))?;
+            }
+        }
+        Ok(())
+    }
+
     /// The id of the interpreter this thread is attached to (0 = main).
     pub fn interpreter_id(self) -> i64 {
         // SAFETY: attached; the current thread state and its interpreter are live.

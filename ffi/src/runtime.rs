@@ -8,8 +8,21 @@
 //! DESIGN.md). Finalisation happens only through [`Runtime::finalize`], and
 //! only when no worker thread state is alive; after it, the runtime cannot
 //! be initialised again in this process.
+//!
+//! Before initialising, the runtime checks the libpython the process
+//! actually loaded against the one this build was configured with
+//! (`Py_GetVersion`, callable before initialisation): another minor version
+//! is an error, another patch release a warning ([`Runtime::warnings`]).
+//!
+//! A virtual environment ([`RuntimeConfig::venv`]) becomes
+//! `sys.executable` (its `bin/python`), from which CPython's `site` derives
+//! `sys.prefix` and adds the environment's site-packages; every interpreter
+//! also adds the site directories itself ([`Python::add_site_dirs`]), so
+//! they are there, with `.pth` files processed once, wherever `site` did
+//! not add them. The environment is fixed for the life of the process.
 
 use crate::attach::{self, Attached, Python};
+use crate::venv::Venv;
 use pyo3_ffi as ffi;
 use std::ffi::{CStr, CString};
 use std::fmt;
@@ -89,6 +102,9 @@ pub struct RuntimeConfig {
     pub prelude: Vec<String>,
     /// Directories put at the front of the main interpreter's `sys.path`.
     pub sys_path: Vec<String>,
+    /// The virtual environment to run in. Later [`Runtime::get_or_init`]
+    /// calls naming another one are refused ([`InitError::Venv`]).
+    pub venv: Option<Venv>,
 }
 
 impl Default for RuntimeConfig {
@@ -98,6 +114,7 @@ impl Default for RuntimeConfig {
             executable: None,
             prelude: DEFAULT_PRELUDE.iter().map(|s| s.to_string()).collect(),
             sys_path: Vec::new(),
+            venv: None,
         }
     }
 }
@@ -134,6 +151,12 @@ pub enum InitError {
     /// (non-daemon `threading` threads) were still running at the deadline:
     /// `Py_FinalizeEx` would wait for them forever.
     ThreadsAlive(usize),
+    /// The libpython loaded is another minor version than the one this
+    /// build is for.
+    Version(String),
+    /// The runtime already runs in another virtual environment (or in
+    /// none); it is initialised once per process.
+    Venv(String),
 }
 
 impl fmt::Display for InitError {
@@ -152,6 +175,7 @@ impl fmt::Display for InitError {
                 f,
                 "cannot finalise Python: {n} non-daemon Python thread(s) started by tasks are still running"
             ),
+            InitError::Version(m) | InitError::Venv(m) => f.write_str(m),
         }
     }
 }
@@ -172,6 +196,10 @@ pub struct Runtime {
     version: PythonVersion,
     executable: String,
     prelude_failures: Vec<String>,
+    library: Option<String>,
+    warnings: Vec<String>,
+    venv: Option<Venv>,
+    site_dirs: Vec<String>,
     commands: Mutex<mpsc::Sender<Command>>,
 }
 
@@ -190,11 +218,13 @@ pub(crate) static LIVE_THREAD_STATES: AtomicUsize = AtomicUsize::new(0);
 impl Runtime {
     /// The runtime, initialising it with `config` on first use. Later calls
     /// return the same runtime (their `config` is not applied again; the
-    /// caller can run its own prelude through [`Runtime::run_main`]).
+    /// caller can run its own prelude through [`Runtime::run_main`]); one
+    /// naming a virtual environment other than the running one is refused
+    /// with [`InitError::Venv`] (naming none accepts the running one).
     pub fn get_or_init(config: &RuntimeConfig) -> Result<&'static Runtime, InitError> {
         let mut state = STATE.lock().unwrap_or_else(|e| e.into_inner());
         match &*state {
-            State::Running(rt) => Ok(rt),
+            State::Running(rt) => rt.same_venv(config.venv.as_ref()).map(|()| *rt),
             State::Finalized => Err(InitError::Finalized),
             State::Uninit => {
                 let rt: &'static Runtime = Box::leak(Box::new(Runtime::start(config.clone())?));
@@ -220,13 +250,16 @@ impl Runtime {
             .name("gilpool-main".into())
             .spawn(move || main_thread(config, rx, ready_tx))
             .map_err(|e| InitError::Init(format!("cannot spawn the runtime thread: {e}")))?;
-        let (version, executable, prelude_failures) =
-            ready_rx.recv().map_err(|_| InitError::Gone)??;
+        let facts = ready_rx.recv().map_err(|_| InitError::Gone)??;
         Ok(Runtime {
             allocator,
-            version,
-            executable,
-            prelude_failures,
+            version: facts.version,
+            executable: facts.executable,
+            prelude_failures: facts.prelude_failures,
+            library: facts.library,
+            warnings: facts.warnings,
+            site_dirs: site_dirs(facts.venv.as_ref()),
+            venv: facts.venv,
             commands: Mutex::new(tx),
         })
     }
@@ -234,6 +267,23 @@ impl Runtime {
     /// The allocator the runtime was started with.
     pub fn allocator(&self) -> Allocator {
         self.allocator
+    }
+
+    /// Refuses a virtual environment other than the running one.
+    fn same_venv(&self, asked: Option<&Venv>) -> Result<(), InitError> {
+        let Some(asked) = asked else { return Ok(()) };
+        if self.venv.as_ref().map(Venv::root) == Some(asked.root()) {
+            return Ok(());
+        }
+        let running = match &self.venv {
+            Some(v) => format!("in virtual environment {v}"),
+            None => "without a virtual environment".to_string(),
+        };
+        Err(InitError::Venv(format!(
+            "cannot run in virtual environment {asked}: the Python runtime of this process \
+             already runs {running}, and it is initialised once per process (give every \
+             engine of a process the same venv)"
+        )))
     }
 
     /// The running interpreter's version.
@@ -249,6 +299,29 @@ impl Runtime {
     /// Prelude modules that failed to import (`"module: error"`).
     pub fn prelude_failures(&self) -> &[String] {
         &self.prelude_failures
+    }
+
+    /// The libpython shared library this process loaded, when it can be
+    /// told (`/proc/self/maps`, else `dladdr`).
+    pub fn library(&self) -> Option<&str> {
+        self.library.as_deref()
+    }
+
+    /// Warnings raised at initialisation: a libpython of another patch
+    /// release than the build's.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The virtual environment the runtime runs in.
+    pub fn venv(&self) -> Option<&Venv> {
+        self.venv.as_ref()
+    }
+
+    /// The virtual environment's site directories, which every interpreter
+    /// adds with [`Python::add_site_dirs`] (empty without one).
+    pub fn site_dirs(&self) -> &[String] {
+        &self.site_dirs
     }
 
     /// Runs `job` on the runtime thread, attached to the main interpreter,
@@ -320,13 +393,41 @@ result = 0 if _t is None else sum(
     and _x is not _t.main_thread() and not isinstance(_x, _t._DummyThread))
 ";
 
-type Ready = Result<(PythonVersion, String, Vec<String>), InitError>;
+/// What the runtime thread reports once the runtime is up.
+struct Facts {
+    version: PythonVersion,
+    executable: String,
+    prelude_failures: Vec<String>,
+    library: Option<String>,
+    warnings: Vec<String>,
+    venv: Option<Venv>,
+}
+
+type Ready = Result<Facts, InitError>;
+
+fn site_dirs(venv: Option<&Venv>) -> Vec<String> {
+    venv.map(|v| {
+        v.site_dirs()
+            .iter()
+            .map(|d| d.to_string_lossy().into_owned())
+            .collect()
+    })
+    .unwrap_or_default()
+}
 
 fn main_thread(
     config: RuntimeConfig,
     commands: mpsc::Receiver<Command>,
     ready: mpsc::Sender<Ready>,
 ) {
+    let library = loaded_library();
+    let mut warnings = match check_loaded(running_version(), library.as_deref()) {
+        Ok(w) => w.into_iter().collect::<Vec<_>>(),
+        Err(e) => {
+            let _ = ready.send(Err(InitError::Version(e)));
+            return;
+        }
+    };
     // SAFETY: called once per process (STATE is Uninit and locked by our
     // caller), on this thread, which becomes the main interpreter's owner.
     let tstate = match unsafe { initialize(&config) } {
@@ -351,6 +452,11 @@ fn main_thread(
         );
         let _ = py.prepend_sys_path(&config.sys_path);
         let mut failures = Vec::new();
+        if let Err(e) = py.add_site_dirs(&site_dirs(config.venv.as_ref())) {
+            warnings.push(format!(
+                "cannot add the virtual environment's site directories: {e}"
+            ));
+        }
         for m in &config.prelude {
             if let Err(e) = py.import(m) {
                 failures.push(format!("{m}: {e}"));
@@ -361,7 +467,14 @@ fn main_thread(
             .and_then(|s| s.getattr("executable"))
             .and_then(|e| e.extract_str())
             .unwrap_or_default();
-        (version, exe, failures)
+        Facts {
+            version,
+            executable: exe,
+            prelude_failures: failures,
+            library,
+            warnings,
+            venv: config.venv.clone(),
+        }
     };
     let _ = ready.send(Ok(facts));
     while let Ok(cmd) = commands.recv() {
@@ -421,6 +534,7 @@ unsafe fn initialize(config: &RuntimeConfig) -> Result<*mut ffi::PyThreadState, 
     let exe = config
         .executable
         .clone()
+        .or_else(|| config.venv.as_ref().map(|v| v.executable().to_path_buf()))
         .or_else(|| Some(PathBuf::from(crate::BUILD_EXECUTABLE)).filter(|p| p.exists()));
     if let Some(exe) = exe {
         let c = CString::new(exe.to_string_lossy().as_bytes())
@@ -484,5 +598,125 @@ fn running_version() -> PythonVersion {
         major: parts.next().unwrap_or(0),
         minor: parts.next().unwrap_or(0),
         micro: parts.next().unwrap_or(0),
+    }
+}
+
+/// The libpython this process loaded: the first `libpython*.so*` mapped
+/// (`/proc/self/maps`), else the object `dladdr` says holds
+/// `Py_GetVersion` (the executable itself when Python is linked in
+/// statically).
+pub fn loaded_library() -> Option<String> {
+    if let Ok(maps) = std::fs::read_to_string("/proc/self/maps") {
+        let found = maps.lines().find_map(|line| {
+            let path = &line[line.find('/')?..];
+            let name = path.rsplit('/').next()?;
+            (name.starts_with("libpython") && name.contains(".so")).then(|| path.to_string())
+        });
+        if found.is_some() {
+            return found;
+        }
+    }
+    // SAFETY: an all-zero `Dl_info` is a valid value (null pointers).
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    let addr = ffi::Py_GetVersion as *const libc::c_void;
+    // SAFETY: dladdr only inspects the address; `info` is a valid
+    // out-pointer for the call.
+    let ok = unsafe { libc::dladdr(addr, &mut info) };
+    if ok == 0 || info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: on success `dli_fname` is a NUL-terminated string owned by
+    // the loader, valid while the object stays loaded (for good).
+    let name = unsafe { CStr::from_ptr(info.dli_fname) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// Compares the running libpython with the build's Python: another minor
+/// version is an error, another patch release a warning.
+fn check_loaded(running: PythonVersion, library: Option<&str>) -> Result<Option<String>, String> {
+    compare_versions(
+        crate::BUILD_PYTHON,
+        crate::BUILD_VERSION_FULL,
+        crate::BUILD_EXECUTABLE,
+        running,
+        library.unwrap_or("location unknown"),
+    )
+}
+
+fn compare_versions(
+    build_minor: &str,
+    build_full: &str,
+    build_exe: &str,
+    running: PythonVersion,
+    library: &str,
+) -> Result<Option<String>, String> {
+    let minor = format!("{}.{}", running.major, running.minor);
+    let build = if build_full.is_empty() {
+        build_minor
+    } else {
+        build_full
+    };
+    if minor != build_minor {
+        return Err(format!(
+            "this build of gilpool is for Python {build} ({build_exe}), but the libpython this \
+             process loaded is Python {running} ({library}); a build runs only on its own \
+             minor version: make libpython{build_minor} be found first (the binary's rpath, \
+             LD_LIBRARY_PATH) or rebuild with PYO3_PYTHON set to the interpreter you want"
+        ));
+    }
+    if !build_full.is_empty() && build_full != running.to_string() {
+        return Ok(Some(format!(
+            "gilpool was built for Python {build_full} ({build_exe}) but runs on libpython \
+             {running} ({library}): the standard library and extension modules may be another \
+             patch release's; rebuild with PYO3_PYTHON set to that interpreter, or let the \
+             build's libpython be found first (rpath, LD_LIBRARY_PATH)"
+        )));
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(major: u8, minor: u8, micro: u8) -> PythonVersion {
+        PythonVersion {
+            major,
+            minor,
+            micro,
+        }
+    }
+
+    #[test]
+    fn loaded_version_against_the_build() {
+        let exe = "/py/bin/python3.13";
+        let lib = "/usr/lib/libpython3.13.so.1.0";
+        assert_eq!(
+            compare_versions("3.13", "3.13.0", exe, v(3, 13, 0), lib),
+            Ok(None)
+        );
+        let w = compare_versions("3.13", "3.13.0", exe, v(3, 13, 1), lib)
+            .unwrap()
+            .unwrap();
+        assert!(
+            w.contains("3.13.0") && w.contains("3.13.1") && w.contains(lib),
+            "{w}"
+        );
+        let e = compare_versions("3.13", "3.13.0", exe, v(3, 12, 1), lib).unwrap_err();
+        assert!(
+            e.contains("Python 3.13.0") && e.contains("Python 3.12.1"),
+            "{e}"
+        );
+        // An unknown patch release compares the minor version only.
+        assert_eq!(
+            compare_versions("3.13", "", exe, v(3, 13, 4), lib),
+            Ok(None)
+        );
+    }
+
+    #[test]
+    fn this_process_loaded_a_libpython() {
+        let lib = loaded_library().expect("a libpython is loaded");
+        assert!(lib.contains("python"), "{lib}");
     }
 }

@@ -153,7 +153,8 @@ pub(crate) struct RunArgs {
     /// Put DIR on the interpreters' `sys.path` (repeatable, first wins).
     #[arg(long, value_name = "DIR")]
     sys_path: Vec<PathBuf>,
-    /// Run in this virtual environment (not supported yet).
+    /// Run in this virtual environment (default: $VIRTUAL_ENV when set,
+    /// unless GILPOOL_IGNORE_VIRTUAL_ENV=1).
     #[arg(long, value_name = "DIR")]
     venv: Option<PathBuf>,
     /// Fail a task that runs longer than SECS (a positive number, e.g. 2.5)
@@ -424,9 +425,6 @@ fn run(
     tx: SyncSender<Event>,
     rx: Receiver<Event>,
 ) -> Result<Ended, String> {
-    if args.venv.is_some() {
-        return Err("--venv is not supported yet".into());
-    }
     if args.workers == Some(0) {
         return Err("--workers must be at least 1".into());
     }
@@ -450,6 +448,9 @@ fn run(
     }
     if let Some(n) = args.workers {
         builder = builder.workers(n);
+    }
+    if let Some(dir) = &args.venv {
+        builder = builder.venv(dir);
     }
     let engine = builder.build().map_err(|e| e.to_string())?;
     let workers = engine.workers();
