@@ -15,6 +15,11 @@
 //! - [`TaskFuture`]: a task's result (a `Future`, with blocking `wait`).
 //! - [`Value`], [`Args`], [`IntoPython`], [`FromPython`], [`IntoArgs`],
 //!   [`CallArgs`]: conversions.
+//! - [`SharedBuffer`]: Rust-owned, immutable, reference-counted memory that
+//!   every interpreter sees as a read-only `memoryview` of the same bytes
+//!   (no copy), and that Python buffers convert back into (one copy);
+//!   [`Element`]: the numeric types it holds; [`BufferVec`]: a `Vec<T>`
+//!   that crosses through the buffer protocol.
 //! - [`Python`], [`Object`]: the attachment token and objects bound to it,
 //!   seen only inside callbacks; [`PyException`]: a Python exception as data.
 //! - [`Error`], [`Result`], [`TrySubmitError`]: errors.
@@ -57,6 +62,7 @@
 //! }
 //! ```
 
+mod buffer;
 mod convert;
 mod engine;
 mod error;
@@ -69,6 +75,7 @@ mod value;
 mod watchdog;
 mod worker;
 
+pub use buffer::{BufferVec, Element, SharedBuffer};
 pub use convert::{Args, CallArgs, FromPython, IntoArgs, IntoPython};
 pub use engine::{
     Engine, EngineBuilder, HandlerBuilder, Mode, ShutdownReport, DEFAULT_INTERRUPT_GRACE,

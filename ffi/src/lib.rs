@@ -11,6 +11,10 @@
 //! - [`PyException`]: a Python exception as owned Rust data.
 //! - [`Stash`]: an object kept inside one interpreter across attachments.
 //! - [`InterruptHandle`]: interrupts Python running on a worker thread.
+//! - [`buffer`]: [`SharedBytes`] (immutable Rust memory) shown to any
+//!   interpreter as a read-only `memoryview` with no copy
+//!   ([`Python::memoryview`], [`Layout`]), and Python buffers read back
+//!   ([`Object::buffer`], [`PyBufferView`]).
 //!
 //! Invariants (see `docs/SAFETY.md`): one persistent thread state per worker
 //! thread; `PyGILState_*` is never used; a thread is attached to at most one
@@ -18,6 +22,7 @@
 //! no object crosses interpreters.
 
 mod attach;
+pub mod buffer;
 mod error;
 pub mod interp;
 mod interrupt;
@@ -25,6 +30,7 @@ mod object;
 pub mod runtime;
 
 pub use attach::{is_attached, Attached, Python};
+pub use buffer::{Layout, PyBufferView, SharedBytes};
 pub use error::PyException;
 pub use interp::{attach, MainThreadState, SubInterpreter, WorkerState};
 pub use interrupt::InterruptHandle;
