@@ -86,6 +86,44 @@ fn classify(format: &str) -> Option<(Class, bool)> {
     Some((class, order_native))
 }
 
+/// The `__cuda_array_interface__` typestr (`"<f8"`, `"|u1"`) of a
+/// buffer format with `itemsize`-byte items, for numeric formats in this
+/// machine's byte order.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) fn typestr(format: &str, itemsize: usize) -> Option<String> {
+    let (class, native) = classify(format)?;
+    if !(native || itemsize == 1) || cfg!(target_endian = "big") {
+        return None;
+    }
+    let kind = match class {
+        Class::Signed => 'i',
+        Class::Unsigned => 'u',
+        Class::Float => 'f',
+        Class::Bool => 'b',
+    };
+    let order = if itemsize == 1 { '|' } else { '<' };
+    Some(format!("{order}{kind}{itemsize}"))
+}
+
+/// Whether a typestr (`"<f4"`) holds `T`s; the error names both.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) fn check_typestr<T: Element>(typestr: &str) -> std::result::Result<(), String> {
+    let want = typestr_of::<T>();
+    let order_ok = matches!(typestr.chars().next(), Some('<' | '|' | '='));
+    if order_ok && typestr.get(1..) == want.get(1..) {
+        return Ok(());
+    }
+    Err(format!(
+        "a CUDA array of typestr {typestr:?} cannot be read as {} (typestr {want:?})",
+        T::NAME
+    ))
+}
+
+/// `T`'s typestr.
+fn typestr_of<T: Element>() -> String {
+    typestr(T::FORMAT, std::mem::size_of::<T>()).unwrap_or_default()
+}
+
 /// The size of one item of a single-code native format, where it is fixed.
 fn native_itemsize(format: &str) -> Option<usize> {
     let code = format.strip_prefix('@').unwrap_or(format);

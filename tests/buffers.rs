@@ -9,6 +9,15 @@
 
 mod common;
 
+/// Prints a line straight to stderr, past the test harness's capture, so a
+/// skip shows in every run.
+macro_rules! skip {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
 use common::{builder, modes};
 use gilpool::{BufferVec, Engine, FromPython, Mode, SharedBuffer, Value};
 use std::path::PathBuf;
@@ -223,7 +232,7 @@ fn the_memory_outlives_every_view_and_goes_with_the_last() {
 #[test]
 fn ending_a_subinterpreter_releases_the_views_it_kept() {
     if !Mode::SubInterpreters.is_supported() {
-        println!("SKIP: this build has no own-GIL subinterpreters (Python < 3.12)");
+        skip!("SKIP: this build has no own-GIL subinterpreters (Python < 3.12)");
         return;
     }
     let engine = engine(Mode::SubInterpreters, 1);
@@ -242,7 +251,7 @@ fn ending_a_subinterpreter_releases_the_views_it_kept() {
 #[test]
 fn every_interpreter_has_its_own_exporter_type() {
     if !Mode::SubInterpreters.is_supported() {
-        println!("SKIP: this build has no own-GIL subinterpreters (Python < 3.12)");
+        skip!("SKIP: this build has no own-GIL subinterpreters (Python < 3.12)");
         return;
     }
     let engine = engine(Mode::SubInterpreters, 2);
@@ -379,7 +388,7 @@ fn numpy_engine(test: &str) -> Option<Engine> {
             Some(engine)
         }
         Err(why) => {
-            println!("SKIP {test}: numpy is not available: {why}");
+            skip!("SKIP {test}: numpy is not available: {why}");
             None
         }
     }

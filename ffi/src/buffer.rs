@@ -339,6 +339,20 @@ unsafe extern "C" fn dealloc(slf: *mut ffi::PyObject) {
                 eprintln!("gilpool: a SharedBuffer owner panicked while being dropped");
             }
         }
+        free_instance(slf, ty);
+    }
+}
+
+/// Frees a heap type's instance whose Rust contents are already dropped,
+/// then releases the reference every such instance holds to its type.
+///
+/// # Safety
+/// Inside `tp_dealloc` of a type made by [`interpreter_type`] (no GC),
+/// attached; `ty` is `Py_TYPE(slf)`, read before; `slf` is not used after.
+pub(crate) unsafe fn free_instance(slf: *mut ffi::PyObject, ty: *mut ffi::PyTypeObject) {
+    // SAFETY: forwarded from the caller; `tp_free` of such a type is
+    // `PyObject_Free`-compatible (and is `PyObject_Free` when unset).
+    unsafe {
         let free = ffi::PyType_GetSlot(ty, ffi::Py_tp_free);
         if free.is_null() {
             ffi::PyObject_Free(slf.cast());
@@ -360,76 +374,96 @@ fn type_flags() -> std::ffi::c_uint {
     flags as std::ffi::c_uint
 }
 
+/// The heap type `key` of the interpreter this thread is attached to: made
+/// from `slots` with `PyType_FromSpec` on first use there and kept in that
+/// interpreter's state dict, so it is never shared with another interpreter
+/// and goes when its interpreter ends.
+///
+/// # Safety
+/// `name` must be `'static`; `slots` must end with a zeroed slot, and
+/// every slot function must have the signature its slot expects and stay
+/// valid for the life of the process (`'static` tables and functions);
+/// `basicsize` must be the size of the instances' `#[repr(C)]` layout.
+pub(crate) unsafe fn interpreter_type<'py>(
+    py: Python<'py>,
+    key: &CStr,
+    name: &'static CStr,
+    basicsize: usize,
+    slots: &mut [ffi::PyType_Slot],
+) -> Result<Object<'py>, PyException> {
+    // SAFETY: attached; the current interpreter is live, and its state
+    // dict (borrowed) lives as long as the interpreter.
+    let dict = unsafe { ffi::PyInterpreterState_GetDict(ffi::PyInterpreterState_Get()) };
+    if dict.is_null() {
+        return Err(PyException::new(
+            "RuntimeError",
+            "this interpreter has no state dict to keep gilpool's types in",
+        ));
+    }
+    // SAFETY: attached; `dict` is a dict; GetItemString returns a borrowed
+    // reference or null (and sets no exception).
+    let found = unsafe { ffi::PyDict_GetItemString(dict, key.as_ptr()) };
+    if !found.is_null() {
+        // SAFETY: attached; `found` is live while the dict holds it.
+        let ty = unsafe { Object::from_borrowed_ptr(py, found) };
+        // SAFETY: attached; a type check on a live object.
+        if unsafe { ffi::PyType_Check(ty.as_ptr()) } != 0 {
+            return Ok(ty);
+        }
+    }
+    debug_assert_eq!(slots.last().map(|s| s.slot), Some(0));
+    let mut spec = ffi::PyType_Spec {
+        name: name.as_ptr(),
+        basicsize: basicsize as c_int,
+        itemsize: 0,
+        flags: type_flags(),
+        slots: slots.as_mut_ptr(),
+    };
+    // SAFETY: attached; `spec` and `slots` are valid for the call (CPython
+    // copies them into the new type); the caller guarantees the slots and
+    // the name; the result is a new reference or null.
+    let ty = unsafe { Object::from_owned_or_err(py, ffi::PyType_FromSpec(&mut spec))? };
+    // SAFETY: attached; SetItemString does not steal the reference.
+    if unsafe { ffi::PyDict_SetItemString(dict, key.as_ptr(), ty.as_ptr()) } != 0 {
+        return Err(PyException::fetch(py));
+    }
+    Ok(ty)
+}
+
+/// A slot entry.
+pub(crate) fn slot(slot: c_int, pfunc: *mut c_void) -> ffi::PyType_Slot {
+    ffi::PyType_Slot { slot, pfunc }
+}
+
 impl<'py> Python<'py> {
-    /// The exporter type of the interpreter this thread is attached to:
-    /// made on first use there and kept in that interpreter's state dict.
+    /// The exporter type of the interpreter this thread is attached to.
     fn exporter_type(self) -> Result<Object<'py>, PyException> {
-        // SAFETY: attached; the current interpreter is live, and its state
-        // dict (borrowed) lives as long as the interpreter.
-        let dict = unsafe { ffi::PyInterpreterState_GetDict(ffi::PyInterpreterState_Get()) };
-        if dict.is_null() {
-            return Err(PyException::new(
-                "RuntimeError",
-                "this interpreter has no state dict to keep gilpool's buffer type in",
-            ));
-        }
-        // SAFETY: attached; `dict` is a dict; GetItemString returns a
-        // borrowed reference or null (and sets no exception).
-        let found = unsafe { ffi::PyDict_GetItemString(dict, TYPE_KEY.as_ptr()) };
-        if !found.is_null() {
-            // SAFETY: attached; `found` is live while the dict holds it.
-            let ty = unsafe { Object::from_borrowed_ptr(self, found) };
-            // SAFETY: attached; a type check on a live object.
-            if unsafe { ffi::PyType_Check(ty.as_ptr()) } != 0 {
-                return Ok(ty);
-            }
-        }
         let mut slots = [
-            ffi::PyType_Slot {
-                slot: ffi::Py_bf_getbuffer,
-                pfunc: get_buffer as *mut c_void,
-            },
-            ffi::PyType_Slot {
-                slot: ffi::Py_bf_releasebuffer,
-                pfunc: release_buffer as *mut c_void,
-            },
-            ffi::PyType_Slot {
-                slot: ffi::Py_tp_dealloc,
-                pfunc: dealloc as *mut c_void,
-            },
-            ffi::PyType_Slot {
-                slot: ffi::Py_tp_getset,
-                pfunc: GETSETS.0.as_ptr().cast_mut().cast(),
-            },
-            ffi::PyType_Slot {
-                slot: ffi::Py_tp_doc,
-                pfunc: c"Rust-owned, read-only memory exported by gilpool (see SharedBuffer)."
+            slot(ffi::Py_bf_getbuffer, get_buffer as *mut c_void),
+            slot(ffi::Py_bf_releasebuffer, release_buffer as *mut c_void),
+            slot(ffi::Py_tp_dealloc, dealloc as *mut c_void),
+            slot(ffi::Py_tp_getset, GETSETS.0.as_ptr().cast_mut().cast()),
+            slot(
+                ffi::Py_tp_doc,
+                c"Rust-owned, read-only memory exported by gilpool (see SharedBuffer)."
                     .as_ptr()
                     .cast_mut()
                     .cast(),
-            },
-            ffi::PyType_Slot {
-                slot: 0,
-                pfunc: std::ptr::null_mut(),
-            },
+            ),
+            slot(0, std::ptr::null_mut()),
         ];
-        let mut spec = ffi::PyType_Spec {
-            name: TYPE_NAME.as_ptr(),
-            basicsize: std::mem::size_of::<Exporter>() as c_int,
-            itemsize: 0,
-            flags: type_flags(),
-            slots: slots.as_mut_ptr(),
-        };
-        // SAFETY: attached; `spec` and `slots` are valid for the call (CPython
-        // copies them into the new type), the slot functions have the
-        // signatures their slots expect, the name, doc and getset table are
-        // 'static; the result is a new reference or null.
-        let ty = unsafe { Object::from_owned_or_err(self, ffi::PyType_FromSpec(&mut spec))? };
-        // SAFETY: attached; SetItemString does not steal the reference.
-        if unsafe { ffi::PyDict_SetItemString(dict, TYPE_KEY.as_ptr(), ty.as_ptr()) } != 0 {
-            return Err(PyException::fetch(self));
+        // SAFETY: the slot functions have the signatures of their slots and
+        // are 'static, as are the getset table, the doc and the name; the
+        // instances are `Exporter`s.
+        unsafe {
+            interpreter_type(
+                self,
+                TYPE_KEY,
+                TYPE_NAME,
+                std::mem::size_of::<Exporter>(),
+                &mut slots,
+            )
         }
-        Ok(ty)
     }
 
     /// A read-only `memoryview` of `bytes`, laid out as `layout` says, in

@@ -15,6 +15,9 @@
 //!   interpreter as a read-only `memoryview` with no copy
 //!   ([`Python::memoryview`], [`Layout`]), and Python buffers read back
 //!   ([`Object::buffer`], [`PyBufferView`]).
+//! - `cuda` (feature `cuda`): device memory staged from host bytes on a
+//!   stream of gilpool's own, shown to Python with
+//!   `__cuda_array_interface__` and `__dlpack__`, and CUDA arrays read back.
 //!
 //! Invariants (see `docs/SAFETY.md`): one persistent thread state per worker
 //! thread; `PyGILState_*` is never used; a thread is attached to at most one
@@ -23,6 +26,8 @@
 
 mod attach;
 pub mod buffer;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod error;
 pub mod interp;
 mod interrupt;
