@@ -364,14 +364,32 @@ pub(crate) unsafe fn free_instance(slf: *mut ffi::PyObject, ty: *mut ffi::PyType
     }
 }
 
+/// Only gilpool makes instances of its types; Python cannot instantiate
+/// them (`Py_TPFLAGS_DISALLOW_INSTANTIATION`, or before 3.10 a `tp_new`
+/// that raises).
 fn type_flags() -> std::ffi::c_uint {
-    let mut flags = ffi::Py_TPFLAGS_DEFAULT;
-    // Only gilpool makes exporters; Python cannot instantiate the type.
     #[cfg(Py_3_10)]
-    {
-        flags |= ffi::Py_TPFLAGS_DISALLOW_INSTANTIATION;
-    }
+    let flags = ffi::Py_TPFLAGS_DEFAULT | ffi::Py_TPFLAGS_DISALLOW_INSTANTIATION;
+    #[cfg(not(Py_3_10))]
+    let flags = ffi::Py_TPFLAGS_DEFAULT;
     flags as std::ffi::c_uint
+}
+
+/// `tp_new` before 3.10: refuses, as the flag does from 3.10 on.
+#[cfg(not(Py_3_10))]
+unsafe extern "C" fn refuse_new(
+    _ty: *mut ffi::PyTypeObject,
+    _args: *mut ffi::PyObject,
+    _kwargs: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls tp_new attached; the message is static.
+    unsafe {
+        ffi::PyErr_SetString(
+            ffi::PyExc_TypeError,
+            c"gilpool's buffer and device types cannot be instantiated from Python".as_ptr(),
+        )
+    };
+    std::ptr::null_mut()
 }
 
 /// The heap type `key` of the interpreter this thread is attached to: made
@@ -389,7 +407,7 @@ pub(crate) unsafe fn interpreter_type<'py>(
     key: &CStr,
     name: &'static CStr,
     basicsize: usize,
-    slots: &mut [ffi::PyType_Slot],
+    slots: &[ffi::PyType_Slot],
 ) -> Result<Object<'py>, PyException> {
     // SAFETY: attached; the current interpreter is live, and its state
     // dict (borrowed) lives as long as the interpreter.
@@ -412,6 +430,9 @@ pub(crate) unsafe fn interpreter_type<'py>(
         }
     }
     debug_assert_eq!(slots.last().map(|s| s.slot), Some(0));
+    let mut slots = slots.to_vec();
+    #[cfg(not(Py_3_10))]
+    slots.insert(0, slot(ffi::Py_tp_new, refuse_new as *mut c_void));
     let mut spec = ffi::PyType_Spec {
         name: name.as_ptr(),
         basicsize: basicsize as c_int,
@@ -421,7 +442,8 @@ pub(crate) unsafe fn interpreter_type<'py>(
     };
     // SAFETY: attached; `spec` and `slots` are valid for the call (CPython
     // copies them into the new type); the caller guarantees the slots and
-    // the name; the result is a new reference or null.
+    // the name (`refuse_new` has tp_new's signature); the result is a new
+    // reference or null.
     let ty = unsafe { Object::from_owned_or_err(py, ffi::PyType_FromSpec(&mut spec))? };
     // SAFETY: attached; SetItemString does not steal the reference.
     if unsafe { ffi::PyDict_SetItemString(dict, key.as_ptr(), ty.as_ptr()) } != 0 {
@@ -438,7 +460,7 @@ pub(crate) fn slot(slot: c_int, pfunc: *mut c_void) -> ffi::PyType_Slot {
 impl<'py> Python<'py> {
     /// The exporter type of the interpreter this thread is attached to.
     fn exporter_type(self) -> Result<Object<'py>, PyException> {
-        let mut slots = [
+        let slots = [
             slot(ffi::Py_bf_getbuffer, get_buffer as *mut c_void),
             slot(ffi::Py_bf_releasebuffer, release_buffer as *mut c_void),
             slot(ffi::Py_tp_dealloc, dealloc as *mut c_void),
@@ -461,7 +483,7 @@ impl<'py> Python<'py> {
                 TYPE_KEY,
                 TYPE_NAME,
                 std::mem::size_of::<Exporter>(),
-                &mut slots,
+                &slots,
             )
         }
     }

@@ -788,7 +788,7 @@ impl<'py> Python<'py> {
                 ),
             ));
         }
-        let mut slots = [
+        let slots = [
             slot(ffi::Py_tp_dealloc, device_dealloc as *mut c_void),
             slot(ffi::Py_tp_getset, GETSETS.0.as_ptr().cast_mut().cast()),
             slot(ffi::Py_tp_methods, METHODS.0.as_ptr().cast_mut().cast()),
@@ -809,7 +809,7 @@ impl<'py> Python<'py> {
                 ARRAY_KEY,
                 ARRAY_NAME,
                 std::mem::size_of::<DeviceArray>(),
-                &mut slots,
+                &slots,
             )?
         };
         let export = Box::new(DeviceExport {
