@@ -184,7 +184,9 @@ fn check_element<T: Element>(format: &str, itemsize: usize) -> Result<()> {
 /// `memoryview` of the same memory**: nothing is copied, and the memory
 /// stays alive until every Rust clone and every Python view of it (a view
 /// kept in a module global, a numpy array made with `numpy.frombuffer`)
-/// is gone. Writes through a view are refused (`TypeError` for
+/// is gone — ending a subinterpreter frees the views it kept; an
+/// interpreter abandoned at shutdown or in quarantine keeps them, and the
+/// memory, for the life of the process. Writes through a view are refused (`TypeError` for
 /// `view[0] = 1`, `BufferError` for any writable buffer request).
 ///
 /// ```no_run
