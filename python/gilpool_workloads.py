@@ -284,3 +284,23 @@ def cycle(kind="list"):
     else:
         raise ValueError("kind must be list or dict, not %r" % (kind,))
     return v
+
+
+def buffer_head(mv):
+    """Return ``(mv.format, list(mv.shape), mv.readonly, first item)`` of a buffer argument."""
+    mv = memoryview(mv)
+    first = mv[(0,) * mv.ndim] if mv.nbytes else None
+    return (mv.format, list(mv.shape), bool(mv.readonly), first)
+
+
+def buffer_len(mv):
+    """Return ``memoryview(mv).nbytes``: touches the buffer's header, not its bytes."""
+    return memoryview(mv).nbytes
+
+
+def buffer_sum(mv):
+    """Return the sum of a buffer's items with ``numpy.frombuffer`` (no copy): needs numpy."""
+    import numpy
+
+    mv = memoryview(mv)
+    return float(numpy.frombuffer(mv, dtype=mv.format).sum())

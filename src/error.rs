@@ -59,6 +59,12 @@ pub(crate) enum ErrorKind {
     Timeout(String),
     /// The result of this future was already taken.
     Consumed,
+    /// No usable CUDA driver or device (or the build has no `cuda` feature).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    CudaUnavailable(String),
+    /// A CUDA driver call failed.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    Cuda(String),
 }
 
 impl Error {
@@ -169,6 +175,15 @@ impl Error {
     pub fn is_timeout(&self) -> bool {
         matches!(self.kind, ErrorKind::Timeout(_))
     }
+    /// CUDA cannot be used here: no driver library, no such device, or a
+    /// driver too old (feature `cuda`). The message says which.
+    pub fn is_cuda_unavailable(&self) -> bool {
+        matches!(self.kind, ErrorKind::CudaUnavailable(_))
+    }
+    /// A CUDA driver call failed (feature `cuda`).
+    pub fn is_cuda(&self) -> bool {
+        matches!(self.kind, ErrorKind::Cuda(_))
+    }
 }
 
 impl fmt::Display for Error {
@@ -206,6 +221,8 @@ impl fmt::Display for Error {
             ErrorKind::Full => f.write_str("the handler's in-flight limit is reached"),
             ErrorKind::Timeout(m) => write!(f, "timed out: {m}"),
             ErrorKind::Consumed => f.write_str("the result was already taken from this future"),
+            ErrorKind::CudaUnavailable(m) => write!(f, "CUDA is unavailable: {m}"),
+            ErrorKind::Cuda(m) => write!(f, "CUDA: {m}"),
         }
     }
 }

@@ -17,6 +17,16 @@
 //! - [`Held`], [`Home`]: a result kept as a Python object in its interpreter.
 //! - [`Value`], [`Args`], [`IntoPython`], [`FromPython`], [`IntoArgs`],
 //!   [`CallArgs`]: conversions.
+//! - [`SharedBuffer`]: Rust-owned, immutable, reference-counted memory that
+//!   every interpreter sees as a read-only `memoryview` of the same bytes
+//!   (no copy), and that Python buffers convert back into (one copy);
+//!   [`Element`]: the numeric types it holds; [`BufferVec`]: a `Vec<T>`
+//!   that crosses through the buffer protocol.
+//! - Feature `cuda`: `CudaStage` (a device, a stream and pinned staging
+//!   memory for commit closures), `DeviceBuffer` (device memory seen by
+//!   Python through `__cuda_array_interface__` and `__dlpack__`),
+//!   `CudaVec` (a CUDA array read back to the host), `cuda_device_count`;
+//!   without a driver they fail with [`Error::is_cuda_unavailable`].
 //! - [`Python`], [`Object`]: the attachment token and objects bound to it,
 //!   seen only inside callbacks; [`PyException`]: a Python exception as data.
 //! - [`Error`], [`Result`], [`TrySubmitError`]: errors.
@@ -64,7 +74,10 @@
 //! }
 //! ```
 
+mod buffer;
 mod convert;
+#[cfg(feature = "cuda")]
+mod cuda;
 mod engine;
 mod error;
 mod handler;
@@ -80,7 +93,10 @@ mod venv;
 mod watchdog;
 mod worker;
 
+pub use buffer::{BufferVec, Element, SharedBuffer};
 pub use convert::{Args, CallArgs, FromPython, IntoArgs, IntoPython};
+#[cfg(feature = "cuda")]
+pub use cuda::{cuda_device_count, CudaStage, CudaVec, DeviceBuffer};
 pub use engine::{
     default_main_workers, Engine, EngineBuilder, HandlerBuilder, Mode, ShutdownReport,
     DEFAULT_INTERRUPT_GRACE, DEFAULT_SHUTDOWN_TIMEOUT,

@@ -46,6 +46,20 @@ impl Python<'_> {
             _marker: PhantomData,
         }
     }
+
+    /// A token inside a function CPython called (a type slot or method),
+    /// which holds the GIL of the calling thread's current interpreter
+    /// whether or not gilpool attached that thread (a Python-created
+    /// thread has no record in gilpool's thread-local).
+    ///
+    /// # Safety
+    /// Only inside a slot or method CPython is running, for its duration.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) unsafe fn assume_called_by_cpython<'py>() -> Python<'py> {
+        Python {
+            _marker: PhantomData,
+        }
+    }
 }
 
 /// An attachment of the current thread to an interpreter: holds that

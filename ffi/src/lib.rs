@@ -12,6 +12,13 @@
 //! - [`Stash`]: an object kept inside one interpreter across attachments.
 //! - [`InterruptHandle`]: interrupts Python running on a worker thread.
 //! - [`Venv`]: a virtual environment checked against this build's Python.
+//! - [`buffer`]: [`SharedBytes`] (immutable Rust memory) shown to any
+//!   interpreter as a read-only `memoryview` with no copy
+//!   ([`Python::memoryview`], [`Layout`]), and Python buffers read back
+//!   ([`Object::buffer`], [`PyBufferView`]).
+//! - `cuda` (feature `cuda`): device memory staged from host bytes on a
+//!   stream of gilpool's own, shown to Python with
+//!   `__cuda_array_interface__` and `__dlpack__`, and CUDA arrays read back.
 //!
 //! Invariants (see `docs/SAFETY.md`): one persistent thread state per worker
 //! thread; `PyGILState_*` is never used; a thread is attached to at most one
@@ -19,6 +26,9 @@
 //! no object crosses interpreters.
 
 mod attach;
+pub mod buffer;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 mod error;
 pub mod interp;
 mod interrupt;
@@ -27,6 +37,7 @@ pub mod runtime;
 mod venv;
 
 pub use attach::{is_attached, Attached, Python};
+pub use buffer::{Layout, PyBufferView, SharedBytes};
 pub use error::PyException;
 pub use interp::{attach, MainThreadState, SubInterpreter, WorkerState};
 pub use interrupt::InterruptHandle;

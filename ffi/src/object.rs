@@ -82,6 +82,14 @@ impl<'py> Object<'py> {
         self.ptr.as_ptr()
     }
 
+    /// Gives up ownership of the reference (to return it to CPython).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn into_ptr(self) -> *mut ffi::PyObject {
+        let p = self.as_ptr();
+        std::mem::forget(self);
+        p
+    }
+
     /// The attachment token this object is bound to.
     pub fn py(&self) -> Python<'py> {
         self.py
