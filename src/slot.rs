@@ -64,6 +64,7 @@ pub(crate) struct SlotInner {
     /// The tasks of that call.
     pub(crate) running: Vec<Arc<dyn Control>>,
     /// The current batch's tasks not started yet.
+    #[allow(clippy::type_complexity)]
     pub(crate) rest: Option<(Arc<HandlerCore>, VecDeque<Box<dyn Task>>)>,
     pub(crate) target: Option<Arc<Target>>,
     /// Tasks this generation ran (for recycling and metrics).
