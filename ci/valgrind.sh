@@ -31,10 +31,19 @@ out="${VALGRIND_OUT:-${CARGO_TARGET_DIR:-$root/target}/valgrind}"
 rm -rf "$out"
 mkdir -p "$out"
 
-# The test binaries, as cargo built them (release: line tables only).
+# The test binaries, as cargo built them (release: line tables only): the
+# test-harness artifact of the integration test named $1 (cargo also
+# reports the gilpool binary the tests run, when it builds it).
 binary() {
     cargo test --release --test "$1" --no-run --message-format=json 2>/dev/null |
-        sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1
+        python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    t = m.get("target", {})
+    if m.get("reason") == "compiler-artifact" and t.get("name") == sys.argv[1] \
+            and "test" in t.get("kind", []) and m.get("executable"):
+        print(m["executable"])' "$1" | tail -1
 }
 cargo test --release --test engine --test values --test faults --no-run
 engine=$(binary engine)
