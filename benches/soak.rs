@@ -23,8 +23,9 @@
 //! most [`GROWTH_BOUND_MIB`]. The bench exits 1 if any outcome is wrong or the
 //! bound is exceeded.
 //!
-//! `cargo bench --bench soak` (1,000,000 tasks per mode); `ci/soak.sh` runs
-//! `cargo bench --bench soak -- --tasks 100000`. Results: docs/TESTING.md.
+//! `cargo bench --bench soak` (1,000,000 tasks per mode, about 30 s on 2
+//! cores); `-- --tasks N` for another count. `ci/soak.sh` runs it within a
+//! time budget. Results: docs/TESTING.md.
 
 use gilpool::{Engine, FromPython, Handler, Mode, Result, TaskFuture, Value};
 use std::collections::VecDeque;
@@ -190,12 +191,49 @@ struct Sample {
     rss: f64,
 }
 
-struct Outcome {
-    samples: Vec<Sample>,
+/// Outcomes checked so far.
+#[derive(Default)]
+struct Tally {
+    /// Per kind, in the order of [`KINDS`].
     counts: [u64; 8],
     /// Timeouts and running cancellations that interrupted a running task.
     interrupted: u64,
     wrong: u64,
+}
+
+impl Tally {
+    /// Waits for `t` (cancelling it first if its kind says so) and checks
+    /// its outcome.
+    fn record(&mut self, t: InFlight) {
+        if t.kind == Kind::CancelRunning {
+            if let Ok(f) = &t.future {
+                f.cancel();
+            }
+        }
+        let outcome = t.future.and_then(|f| f.wait());
+        self.counts[t.kind as usize] += 1;
+        if let Err(e) = &outcome {
+            if (e.is_timeout() || e.is_cancelled()) && e.to_string().contains("interrupted") {
+                self.interrupted += 1;
+            }
+        }
+        if !check(t.kind, t.i, &outcome) {
+            self.wrong += 1;
+            if self.wrong <= 10 {
+                eprintln!(
+                    "task {} ({}): unexpected outcome {:?}",
+                    t.i,
+                    t.kind.name(),
+                    outcome
+                );
+            }
+        }
+    }
+}
+
+struct Outcome {
+    samples: Vec<Sample>,
+    tally: Tally,
     after_shutdown: f64,
     before_engine: f64,
 }
@@ -225,39 +263,11 @@ fn soak(mode: Mode, tasks: u64) -> Outcome {
     let every = (tasks / 20).max(1);
     let start = Instant::now();
     let mut samples = Vec::new();
-    let mut counts = [0u64; 8];
-    let mut wrong = 0u64;
-    let mut interrupted = 0u64;
+    let mut tally = Tally::default();
     let mut window: VecDeque<InFlight> = VecDeque::with_capacity(WINDOW);
-    let finish = |t: InFlight, wrong: &mut u64, counts: &mut [u64; 8], interrupted: &mut u64| {
-        if t.kind == Kind::CancelRunning {
-            if let Ok(f) = &t.future {
-                f.cancel();
-            }
-        }
-        let outcome = t.future.and_then(|f| f.wait());
-        counts[KINDS.iter().position(|k| *k == t.kind).unwrap()] += 1;
-        if let Err(e) = &outcome {
-            if (e.is_timeout() || e.is_cancelled()) && e.to_string().contains("interrupted") {
-                *interrupted += 1;
-            }
-        }
-        if !check(t.kind, t.i, &outcome) {
-            *wrong += 1;
-            if *wrong <= 10 {
-                eprintln!(
-                    "task {} ({}): unexpected outcome {:?}",
-                    t.i,
-                    t.kind.name(),
-                    outcome
-                );
-            }
-        }
-    };
     for i in 0..tasks {
         if window.len() == WINDOW {
-            let t = window.pop_front().expect("full window");
-            finish(t, &mut wrong, &mut counts, &mut interrupted);
+            tally.record(window.pop_front().expect("full window"));
         }
         let kind = Kind::of(i);
         window.push_back(InFlight {
@@ -274,16 +284,14 @@ fn soak(mode: Mode, tasks: u64) -> Outcome {
         }
     }
     while let Some(t) = window.pop_front() {
-        finish(t, &mut wrong, &mut counts, &mut interrupted);
+        tally.record(t);
     }
     drop(h);
     let report = engine.shutdown();
     assert!(report.drained, "{report:?}");
     Outcome {
         samples,
-        counts,
-        interrupted,
-        wrong,
+        tally,
         after_shutdown: rss_mib(),
         before_engine,
     }
@@ -349,21 +357,21 @@ fn main() {
         );
         let mix: Vec<String> = KINDS
             .iter()
-            .zip(o.counts)
+            .zip(o.tally.counts)
             .map(|(k, n)| format!("{} {n}", k.name()))
             .collect();
         println!(
             "outcomes checked: {}; wrong: {}; interrupted while running: {}",
             mix.join(", "),
-            o.wrong,
-            o.interrupted
+            o.tally.wrong,
+            o.tally.interrupted
         );
         let ok = growth <= GROWTH_BOUND_MIB;
         println!(
             "RSS growth from the warm sample to the end: {growth:+.2} MiB (bound {GROWTH_BOUND_MIB} MiB): {}",
             if ok { "within" } else { "EXCEEDED" }
         );
-        failed |= !ok || o.wrong > 0;
+        failed |= !ok || o.tally.wrong > 0;
     }
     if failed {
         std::process::exit(1);
