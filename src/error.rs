@@ -94,9 +94,9 @@ impl Error {
 
     /// When a module refused to load in an own-GIL subinterpreter (numpy,
     /// PyO3- and mypyc-built extensions, ...): the line of the exception
-    /// chain that says so. Such a module can run on the main interpreter
-    /// (`Mode::SingleGil`); `gilpool doctor MODULE` tells where a module
-    /// runs.
+    /// chain that says so. Such a module runs on the main lane
+    /// ([`Placement::Auto`](crate::Placement::Auto) routes it there) or in
+    /// `Mode::SingleGil`; `gilpool doctor MODULE` tells where a module runs.
     pub fn subinterpreter_refusal(&self) -> Option<String> {
         self.python().and_then(crate::placement::refusal)
     }
