@@ -219,12 +219,15 @@ fn a_running_task_past_its_deadline_is_interrupted_and_the_worker_goes_on() {
             let engine = builder(mode).workers(1).build().unwrap();
             let token = engine.load("hostile", "token").unwrap();
             let before: String = token.invoke(()).unwrap();
+            // Long enough that an idle worker has begun the task well before
+            // (a loaded host can delay that start; a task still queued at its
+            // deadline never runs, and this test is about a running one).
             let spin = engine
                 .handler("hostile", "spin_flagged")
-                .timeout(Duration::from_millis(300))
+                .timeout(Duration::from_millis(1500))
                 .load()
                 .unwrap();
-            for round in 0..3 {
+            for round in 0..2 {
                 let started = flag(&format!("deadline-{round}"));
                 let fut = spin.submit::<_, Value>((path_arg(&started),)).unwrap();
                 wait_flag(&started);
@@ -325,9 +328,11 @@ fn quarantine_case(mode: Mode, function: &str, extra: Option<f64>) {
         .unwrap();
     let token = engine.load("hostile", "token").unwrap();
     let before: String = token.invoke(()).unwrap();
+    // Long enough that the idle worker has begun the task before it (see
+    // above); the fixture then swallows or outlasts every interrupt.
     let stuck = engine
         .handler("hostile", function)
-        .timeout(Duration::from_millis(200))
+        .timeout(Duration::from_millis(1000))
         .load()
         .unwrap();
     let started = flag(function);
