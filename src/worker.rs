@@ -7,20 +7,25 @@
 //! a job (user code is contained per task; this is the last line) fails the
 //! tasks the job held with an error saying so, and the worker goes on.
 
-use crate::convert::IntoPython;
+mod exec;
+mod import;
+
+pub(crate) use import::run_initializers;
+
 use crate::engine::Initializer;
-use crate::error::{panic_message, Error, ErrorKind, Result};
+use crate::error::{panic_message, Error, ErrorKind};
 use crate::handler::HandlerCore;
 use crate::held::{self, Home, Releases};
 use crate::lane::{Batch, Job, Lane, LaneKind};
 use crate::sched::pool::{Idle, Next};
 use crate::slot::{Slot, SlotInner, Target};
-use crate::task::{self, contain, Control, Task};
+use crate::task::{self, Control, Task};
 use crate::watchdog::{expired, RunCtx};
 use gilpool_ffi::{
-    Attached, InterruptHandle, Kept, Kind, MainThreadState, Object, PyException, Python, Stash,
-    SubInterpreter, WorkerState,
+    Attached, InterruptHandle, Kept, MainThreadState, Object, Python, Stash, SubInterpreter,
+    WorkerState,
 };
+use import::lookup;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -515,96 +520,6 @@ impl Worker {
         current
     }
 
-    fn execute_chunk(&mut self, handler: &Arc<HandlerCore>, chunk: Box<dyn task::Chunk>) {
-        let control = chunk.control();
-        if let Some(err) = unrunnable(&self.lane, &*control) {
-            chunk.fail(err);
-            return;
-        }
-        if !control.begin() {
-            return;
-        }
-        let guard = self.state.attach();
-        let py = guard.py();
-        self.releases.drain(py);
-        let func = match lookup(&mut self.cache, py, handler) {
-            Ok(f) => f,
-            Err(e) => {
-                chunk.fail(e);
-                return;
-            }
-        };
-        let began = Instant::now();
-        handler
-            .stats
-            .wait
-            .record(began.duration_since(control.submitted()));
-        crate::metrics::add(&self.slot.stats.tasks, chunk.len() as u64);
-        {
-            let mut inner = self.slot.lock();
-            self.slot.start_run(&mut inner, vec![control]);
-        }
-        chunk.run(py, &func, &RunCtx::new(&self.slot, &handler.stats.run));
-        self.end_run(py);
-        self.check_health(py, handler);
-        crate::metrics::add_time(&self.slot.stats.attached_ns, began.elapsed());
-    }
-
-    fn run_vectorized<'py>(
-        &self,
-        py: Python<'py>,
-        func: &Object<'py>,
-        handler: &HandlerCore,
-        ctx: &RunCtx<'_>,
-    ) {
-        let mut tasks = Vec::new();
-        let began = Instant::now();
-        ctx.began.set(began);
-        {
-            let mut inner = self.slot.lock();
-            let mut controls = Vec::new();
-            while let Some((t, c)) = self.next_task(&mut inner) {
-                handler
-                    .stats
-                    .wait
-                    .record(began.duration_since(c.submitted()));
-                tasks.push(t);
-                controls.push(c);
-            }
-            crate::metrics::add(&self.slot.stats.tasks, tasks.len() as u64);
-            inner.rest = None;
-            self.slot.start_run(&mut inner, controls);
-        }
-        let mut inputs = Vec::with_capacity(tasks.len());
-        let mut ok = Vec::with_capacity(tasks.len());
-        for mut task in tasks {
-            match task.args(py).and_then(|a| {
-                if a.keywords.is_some() {
-                    return Err(Error::config(format!(
-                        "{} is vectorized: its tasks cannot take keyword arguments",
-                        handler.target()
-                    )));
-                }
-                let mut pos = a.positional;
-                if pos.len() == 1 {
-                    Ok(pos.pop().expect("one item"))
-                } else {
-                    Ok(py.tuple(pos)?)
-                }
-            }) {
-                Ok(input) => {
-                    inputs.push(input);
-                    ok.push(task);
-                }
-                Err(e) => task.fail(e),
-            }
-        }
-        if !ok.is_empty() {
-            call_vectorized(py, func, handler, inputs, ok, ctx);
-        }
-        self.end_run(py);
-    }
-
     /// After a panic escaped a job: the tasks it held fail, saying so.
     fn after_panic(&self, message: &str) {
         let (running, rest) = {
@@ -664,151 +579,5 @@ impl Worker {
         }
         held::leave();
         end(&lane, state, deadline);
-    }
-}
-
-fn call_vectorized<'py>(
-    py: Python<'py>,
-    func: &Object<'py>,
-    handler: &HandlerCore,
-    inputs: Vec<Object<'py>>,
-    ok: Vec<Box<dyn Task>>,
-    ctx: &RunCtx<'_>,
-) {
-    let list = match py.list(inputs) {
-        Ok(l) => l,
-        Err(e) => {
-            let e = Error::from(e);
-            ok.into_iter().for_each(|t| t.fail(e.clone()));
-            return;
-        }
-    };
-    let outcome = func.call1(&list).map_err(Error::from);
-    if let Some(reason) = ctx.returned(py, ok.len()) {
-        for t in ok {
-            let err = t.interrupted(reason);
-            t.fail(err);
-        }
-        return;
-    }
-    let outcome = outcome.and_then(|out| {
-        if out.kind() != Kind::List {
-            return Err(Error::new(ErrorKind::BatchShape(format!(
-                "{} must return a list of {} results, returned a {}",
-                handler.target(),
-                ok.len(),
-                out.type_name()
-            ))));
-        }
-        let items = out.sequence_items().map_err(Error::from)?;
-        if items.len() != ok.len() {
-            return Err(Error::new(ErrorKind::BatchShape(format!(
-                "{} got a list of {} inputs and returned a list of {} results",
-                handler.target(),
-                ok.len(),
-                items.len()
-            ))));
-        }
-        Ok(items)
-    });
-    match outcome {
-        Ok(items) => {
-            for (task, item) in ok.into_iter().zip(items) {
-                task.finish(Ok(item));
-            }
-        }
-        Err(e) => ok.into_iter().for_each(|t| t.fail(e.clone())),
-    }
-}
-
-/// Runs each initializer (`module.function(*args)`) in the interpreter `py`
-/// is attached to; the first failure is returned with its traceback.
-pub(crate) fn run_initializers(
-    py: Python<'_>,
-    inits: &[Initializer],
-) -> std::result::Result<(), String> {
-    for init in inits {
-        let target = format!("{}:{}", init.module, init.function);
-        let run = || -> Result<()> {
-            let f = import_function(py, &init.module, &init.function)?;
-            let args = init
-                .args
-                .iter()
-                .cloned()
-                .map(|v| v.into_python(py))
-                .collect::<Result<Vec<_>>>()?;
-            f.call(&args, None)?;
-            Ok(())
-        };
-        contain("initializer", run).map_err(|e| {
-            let tb = e.python().map(|p| p.traceback.clone()).unwrap_or_default();
-            format!("initializer {target} failed: {e}\n{tb}")
-        })?;
-    }
-    Ok(())
-}
-
-/// The handler's function in this interpreter: imported and looked up on
-/// first use, then cached.
-fn lookup<'py>(
-    cache: &mut HashMap<u64, Stash>,
-    py: Python<'py>,
-    handler: &HandlerCore,
-) -> Result<Object<'py>> {
-    if let Some(s) = cache.get(&handler.id) {
-        return Ok(s.bind(py));
-    }
-    let func = contain("module import", || {
-        import_function(py, &handler.module, &handler.function)
-    })?;
-    cache.insert(handler.id, func.clone().stash());
-    Ok(func)
-}
-
-fn import_function<'py>(py: Python<'py>, module: &str, function: &str) -> Result<Object<'py>> {
-    let m = py
-        .import(module)
-        .map_err(|exception| import_error(module, exception))?;
-    let mut obj = m;
-    for part in function.split('.') {
-        obj = obj.getattr(part).map_err(|_| {
-            Error::new(ErrorKind::FunctionNotFound {
-                module: module.to_string(),
-                function: function.to_string(),
-            })
-        })?;
-    }
-    if !obj.is_callable() {
-        return Err(Error::new(ErrorKind::NotCallable {
-            module: module.to_string(),
-            function: function.to_string(),
-            type_name: obj.type_name(),
-        }));
-    }
-    Ok(obj)
-}
-
-fn import_error(module: &str, exception: PyException) -> Error {
-    let missing_itself = exception.type_name == "ModuleNotFoundError"
-        && module
-            .split('.')
-            .scan(String::new(), |acc, part| {
-                if !acc.is_empty() {
-                    acc.push('.');
-                }
-                acc.push_str(part);
-                Some(acc.clone())
-            })
-            .any(|prefix| exception.message == format!("No module named '{prefix}'"));
-    if missing_itself {
-        Error::new(ErrorKind::ModuleNotFound {
-            module: module.to_string(),
-            exception,
-        })
-    } else {
-        Error::new(ErrorKind::Import {
-            module: module.to_string(),
-            exception,
-        })
     }
 }

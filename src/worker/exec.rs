@@ -1,0 +1,160 @@
+//! Running a chunk task, and a vectorized batch as one call.
+
+use super::{import::lookup, unrunnable, Worker};
+use crate::error::{Error, ErrorKind};
+use crate::handler::HandlerCore;
+use crate::task::{self, Task};
+use crate::watchdog::RunCtx;
+use gilpool_ffi::{Kind, Object, Python};
+use std::sync::Arc;
+use std::time::Instant;
+
+impl Worker {
+    pub(super) fn execute_chunk(
+        &mut self,
+        handler: &Arc<HandlerCore>,
+        chunk: Box<dyn task::Chunk>,
+    ) {
+        let control = chunk.control();
+        if let Some(err) = unrunnable(&self.lane, &*control) {
+            chunk.fail(err);
+            return;
+        }
+        if !control.begin() {
+            return;
+        }
+        let guard = self.state.attach();
+        let py = guard.py();
+        self.releases.drain(py);
+        let func = match lookup(&mut self.cache, py, handler) {
+            Ok(f) => f,
+            Err(e) => {
+                chunk.fail(e);
+                return;
+            }
+        };
+        let began = Instant::now();
+        handler
+            .stats
+            .wait
+            .record(began.duration_since(control.submitted()));
+        crate::metrics::add(&self.slot.stats.tasks, chunk.len() as u64);
+        {
+            let mut inner = self.slot.lock();
+            self.slot.start_run(&mut inner, vec![control]);
+        }
+        chunk.run(py, &func, &RunCtx::new(&self.slot, &handler.stats.run));
+        self.end_run(py);
+        self.check_health(py, handler);
+        crate::metrics::add_time(&self.slot.stats.attached_ns, began.elapsed());
+    }
+
+    pub(super) fn run_vectorized<'py>(
+        &self,
+        py: Python<'py>,
+        func: &Object<'py>,
+        handler: &HandlerCore,
+        ctx: &RunCtx<'_>,
+    ) {
+        let mut tasks = Vec::new();
+        let began = Instant::now();
+        ctx.began.set(began);
+        {
+            let mut inner = self.slot.lock();
+            let mut controls = Vec::new();
+            while let Some((t, c)) = self.next_task(&mut inner) {
+                handler
+                    .stats
+                    .wait
+                    .record(began.duration_since(c.submitted()));
+                tasks.push(t);
+                controls.push(c);
+            }
+            crate::metrics::add(&self.slot.stats.tasks, tasks.len() as u64);
+            inner.rest = None;
+            self.slot.start_run(&mut inner, controls);
+        }
+        let mut inputs = Vec::with_capacity(tasks.len());
+        let mut ok = Vec::with_capacity(tasks.len());
+        for mut task in tasks {
+            match task.args(py).and_then(|a| {
+                if a.keywords.is_some() {
+                    return Err(Error::config(format!(
+                        "{} is vectorized: its tasks cannot take keyword arguments",
+                        handler.target()
+                    )));
+                }
+                let mut pos = a.positional;
+                if pos.len() == 1 {
+                    Ok(pos.pop().expect("one item"))
+                } else {
+                    Ok(py.tuple(pos)?)
+                }
+            }) {
+                Ok(input) => {
+                    inputs.push(input);
+                    ok.push(task);
+                }
+                Err(e) => task.fail(e),
+            }
+        }
+        if !ok.is_empty() {
+            call_vectorized(py, func, handler, inputs, ok, ctx);
+        }
+        self.end_run(py);
+    }
+}
+
+fn call_vectorized<'py>(
+    py: Python<'py>,
+    func: &Object<'py>,
+    handler: &HandlerCore,
+    inputs: Vec<Object<'py>>,
+    ok: Vec<Box<dyn Task>>,
+    ctx: &RunCtx<'_>,
+) {
+    let list = match py.list(inputs) {
+        Ok(l) => l,
+        Err(e) => {
+            let e = Error::from(e);
+            ok.into_iter().for_each(|t| t.fail(e.clone()));
+            return;
+        }
+    };
+    let outcome = func.call1(&list).map_err(Error::from);
+    if let Some(reason) = ctx.returned(py, ok.len()) {
+        for t in ok {
+            let err = t.interrupted(reason);
+            t.fail(err);
+        }
+        return;
+    }
+    let outcome = outcome.and_then(|out| {
+        if out.kind() != Kind::List {
+            return Err(Error::new(ErrorKind::BatchShape(format!(
+                "{} must return a list of {} results, returned a {}",
+                handler.target(),
+                ok.len(),
+                out.type_name()
+            ))));
+        }
+        let items = out.sequence_items().map_err(Error::from)?;
+        if items.len() != ok.len() {
+            return Err(Error::new(ErrorKind::BatchShape(format!(
+                "{} got a list of {} inputs and returned a list of {} results",
+                handler.target(),
+                ok.len(),
+                items.len()
+            ))));
+        }
+        Ok(items)
+    });
+    match outcome {
+        Ok(items) => {
+            for (task, item) in ok.into_iter().zip(items) {
+                task.finish(Ok(item));
+            }
+        }
+        Err(e) => ok.into_iter().for_each(|t| t.fail(e.clone())),
+    }
+}
