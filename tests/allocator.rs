@@ -7,7 +7,6 @@
 mod common;
 
 use gilpool::{Allocator, Mode};
-use std::process::Command;
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/alloc");
 const CHILD_ENV: &str = "GILPOOL_ALLOCATOR_CHILD";
@@ -68,17 +67,12 @@ fn the_first_engine_chooses_the_allocator() {
         names.push("mimalloc");
     }
     for name in names {
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "the_first_engine_chooses_the_allocator",
-                "--nocapture",
-            ])
-            .env(CHILD_ENV, name)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{name}: {:?}\n{err}", out.status);
+        let out = common::run_self(
+            "the_first_engine_chooses_the_allocator",
+            Some((CHILD_ENV, name)),
+        );
+        out.assert_success(name);
+        let err = &out.stderr;
         let marker = match name {
             "pymalloc" => "Small block threshold = 512,",
             "mimalloc" => "Small block threshold = 16384,",
@@ -90,11 +84,7 @@ fn the_first_engine_chooses_the_allocator() {
         }
     }
     if gilpool_ffi::BUILD_PYTHON != "3.13" {
-        let out = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "mimalloc_needs_3_13", "--nocapture"])
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+        common::run_self("mimalloc_needs_3_13", None).assert_success("mimalloc_needs_3_13");
     }
 }
 

@@ -7,7 +7,6 @@ mod common;
 
 use common::builder;
 use gilpool::{Mode, Value};
-use std::process::Command;
 
 const CHILD_ENV: &str = "GILPOOL_EXIT_CHILD";
 
@@ -37,20 +36,9 @@ fn child(finalize: bool, workers: usize) {
 }
 
 fn run_child(case: &str) {
-    let exe = std::env::current_exe().unwrap();
     for round in 0..3 {
-        let out = Command::new(&exe)
-            .args(["--exact", case, "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, "1")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "round {round}: child {case} exited with {:?}\nstdout:\n{}\nstderr:\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        common::run_self(case, Some((CHILD_ENV, "1")))
+            .assert_success(&format!("round {round}: child {case}"));
     }
 }
 

@@ -5,24 +5,20 @@
 //! Every case runs as a child process (this test binary re-run with
 //! `--exact`), once per mode this build supports, and the parent checks its
 //! exit status: an abort, a crash or a hang (the child is killed after
-//! [`HANG_LIMIT`], far beyond anything a passing case needs) fails the case
-//! instead of the test run. Nothing here asserts a duration: deadlines are
-//! set, never measured.
+//! `common::HANG_LIMIT`, far beyond anything a passing case needs) fails
+//! the case instead of the test run. Nothing here asserts a duration:
+//! deadlines are set, never measured.
 
 mod common;
 
 use gilpool::{
     EngineBuilder, FromPython, IntoPython, Mode, Object, Python, Result, TaskFuture, Value,
 };
-use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/faults");
 const CHILD_ENV: &str = "GILPOOL_FAULT_MODE";
-/// A child still running after this long is hung (and killed).
-const HANG_LIMIT: Duration = Duration::from_secs(120);
 /// How long the tests wait for any one future before calling it hung.
 const GENEROUS: Duration = Duration::from_secs(60);
 
@@ -50,47 +46,8 @@ fn in_child(case: &str, body: fn(Mode)) {
         } else {
             "sub"
         };
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", case, "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, name)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // Drain both pipes while the child runs: a child blocked on a full
-        // pipe would look hung.
-        let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                if let Some(mut p) = pipe {
-                    let _ = p.read_to_end(&mut buf);
-                }
-                String::from_utf8_lossy(&buf).into_owned()
-            })
-        };
-        let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
-        let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break Some(status);
-            }
-            if start.elapsed() > HANG_LIMIT {
-                let _ = child.kill();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let _ = child.wait();
-        let report = format!(
-            "case {case} ({mode}):\nstdout:\n{}\nstderr:\n{}",
-            stdout.join().unwrap(),
-            stderr.join().unwrap()
-        );
-        match status {
-            None => panic!("hung: killed after {HANG_LIMIT:?}; {report}"),
-            Some(s) => assert!(s.success(), "exited with {s:?}; {report}"),
-        }
+        common::run_self(case, Some((CHILD_ENV, name)))
+            .assert_success(&format!("case {case} ({mode})"));
     }
 }
 

@@ -102,3 +102,78 @@ pub(crate) fn venv_site(packages: &[&str]) -> Result<std::path::PathBuf, String>
     std::fs::write(dir.join("ready"), b"").map_err(|e| e.to_string())?;
     Ok(site)
 }
+
+/// A child run of this test binary still running after this long is hung
+/// (and killed): far beyond anything a passing case needs.
+pub(crate) const HANG_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// What a child run of this test binary did ([`run_self`]).
+pub(crate) struct ChildRun {
+    /// `None`: still running after [`HANG_LIMIT`], and killed.
+    pub(crate) status: Option<std::process::ExitStatus>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
+}
+
+impl ChildRun {
+    /// Panics unless the child exited successfully, naming `what` and
+    /// showing its output.
+    pub(crate) fn assert_success(&self, what: &str) {
+        let report = format!(
+            "{what}:\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        match self.status {
+            None => panic!("hung: killed after {HANG_LIMIT:?}; {report}"),
+            Some(s) => assert!(s.success(), "exited with {s:?}; {report}"),
+        }
+    }
+}
+
+/// Re-runs this test binary as a child process running only the test
+/// `case` (`--exact`, output not captured, one test thread), with the
+/// environment variable `env` set (the child's cue to run the case's
+/// body rather than spawn). Both pipes are drained while the child runs —
+/// a child blocked on a full pipe would look hung — and a child still
+/// running after [`HANG_LIMIT`] is killed.
+pub(crate) fn run_self(case: &str, env: Option<(&str, &str)>) -> ChildRun {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", case, "--nocapture", "--test-threads=1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some((key, value)) = env {
+        cmd.env(key, value);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let drain = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        })
+    };
+    let stdout = drain(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = drain(child.stderr.take().map(|p| Box::new(p) as _));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if start.elapsed() > HANG_LIMIT {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = child.wait();
+    ChildRun {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
