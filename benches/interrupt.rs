@@ -13,25 +13,13 @@
 //! `cargo bench --bench interrupt` (TRIALS trials per row; about 30 s).
 //! Medians and maxima over the trials; nothing is asserted.
 
+mod common;
+
 use gilpool::{Engine, Mode, Value};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const TRIALS: usize = 100;
 const QUARANTINE_TRIALS: usize = 10;
-
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/faults")
-}
-
-fn modes() -> Vec<Mode> {
-    let mut out = Vec::new();
-    if Mode::SubInterpreters.is_supported() {
-        out.push(Mode::SubInterpreters);
-    }
-    out.push(Mode::SingleGil);
-    out
-}
 
 fn engine(mode: Mode, workers: usize, grace: Duration) -> Engine {
     Engine::builder()
@@ -39,7 +27,7 @@ fn engine(mode: Mode, workers: usize, grace: Duration) -> Engine {
         .workers(workers)
         .pin(false)
         .interrupt_grace(grace)
-        .sys_path(fixtures())
+        .sys_path(common::fault_fixtures())
         .build()
         .expect("the engine builds")
 }
@@ -123,7 +111,7 @@ fn main() {
     );
     println!("| mode | timeout p50 / max (ms) | cancel p50 / max (ms) | quarantine: resolved after deadline+grace p50 / max (ms) | back to full size p50 / max (ms) |");
     println!("|---|---|---|---|---|");
-    for mode in modes() {
+    for mode in common::modes() {
         let t = timeout_latency(mode);
         let c = cancel_latency(mode);
         let (q, b) = quarantine_cost(mode);

@@ -12,36 +12,24 @@
 //! `cargo bench --bench overhead` (about a minute); RSS per worker is in
 //! `benches/memory.rs`.
 
+mod common;
+
 use criterion::{
     criterion_group, criterion_main, BenchmarkId, Criterion, SamplingMode, Throughput,
 };
 use gilpool::{Engine, MapChunks, Mode};
 use gilpool_ffi::{MainThreadState, PyException, Python, Runtime, Stash};
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const WORKERS: usize = 2;
 const MAP_TASKS: i64 = 1024;
 
-fn workloads() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python")
-}
-
-fn modes() -> Vec<Mode> {
-    let mut out = Vec::new();
-    if Mode::SubInterpreters.is_supported() {
-        out.push(Mode::SubInterpreters);
-    }
-    out.push(Mode::SingleGil);
-    out
-}
-
 fn engine(mode: Mode, workers: usize) -> Engine {
     Engine::builder()
         .mode(mode)
         .workers(workers)
-        .sys_path(workloads())
+        .sys_path(common::workloads())
         .build()
         .expect("engine starts")
 }
@@ -60,7 +48,7 @@ fn raw(c: &mut Criterion) {
     engine(Mode::SingleGil, 1).shutdown();
     let runtime = Runtime::get().expect("runtime is running");
     let state = MainThreadState::new(runtime);
-    let dir = std::fs::canonicalize(workloads()).expect("python/ exists");
+    let dir = std::fs::canonicalize(common::workloads()).expect("python/ exists");
     let func = gilpool_ffi::attach(&state, |py| {
         py.prepend_sys_path(&[dir.to_string_lossy().into_owned()])?;
         Ok::<_, PyException>(py.import("gilpool_workloads")?.getattr("inc")?.stash())
@@ -88,7 +76,7 @@ fn raw(c: &mut Criterion) {
 
 /// One call through the engine, `WORKERS` workers.
 fn invoke(c: &mut Criterion) {
-    for mode in modes() {
+    for mode in common::modes() {
         let engine = engine(mode, WORKERS);
         let inc = engine.load("gilpool_workloads", "inc").expect("inc loads");
         let mut g = c.benchmark_group(format!("invoke/{mode}"));
@@ -117,7 +105,7 @@ fn invoke(c: &mut Criterion) {
 /// `MAP_TASKS` tasks through `map`: fixed chunks of 64 (batched), one task
 /// per input (unbatched), and the default guided chunks.
 fn per_task(c: &mut Criterion) {
-    for mode in modes() {
+    for mode in common::modes() {
         let engine = engine(mode, WORKERS);
         let mut g = c.benchmark_group(format!("per_task/{mode}"));
         g.throughput(Throughput::Elements(MAP_TASKS as u64));
@@ -150,7 +138,7 @@ fn per_task(c: &mut Criterion) {
 /// Engine build (workers created, interpreters ready) per worker count.
 /// Shut-down is outside the timed span.
 fn startup(c: &mut Criterion) {
-    for mode in modes() {
+    for mode in common::modes() {
         let mut g = c.benchmark_group(format!("startup/{mode}"));
         // Each own-GIL interpreter cycle leaks about 1.5 MB (CPython), so
         // keep the iteration count low.

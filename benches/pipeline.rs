@@ -18,6 +18,7 @@
 mod svd;
 
 use gilpool::{Engine, Mode};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const HEAVY_TASKS: i64 = 2000;
@@ -32,6 +33,19 @@ fn heavy_alone(engine: &Engine) -> Duration {
         f.wait().unwrap();
     }
     start.elapsed()
+}
+
+/// The engine of the mixed run: 2 sub-lane workers, 1 main-lane worker,
+/// the bundled modules and the venv's site-packages on `sys.path`.
+fn mixed_engine(site: &Path) -> Engine {
+    Engine::builder()
+        .mode(Mode::SubInterpreters)
+        .workers(2)
+        .main_workers(1)
+        .sys_path(concat!(env!("CARGO_MANIFEST_DIR"), "/python"))
+        .sys_path(site)
+        .build()
+        .unwrap()
 }
 
 fn main() {
@@ -99,26 +113,11 @@ fn main() {
         println!("| {name} | {secs:.3} | {:.2}x |", base / secs);
     }
     // The mixed run: both lanes of one engine at once.
-    let python_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/python");
-    let engine = Engine::builder()
-        .mode(Mode::SubInterpreters)
-        .workers(2)
-        .main_workers(1)
-        .sys_path(python_dir)
-        .sys_path(&site)
-        .build()
-        .unwrap();
+    let engine = mixed_engine(&site);
     let heavy_only = heavy_alone(&engine);
     engine.shutdown();
     let (_, svd_only) = svd::pipeline(Mode::SubInterpreters, 1, &site, n).unwrap();
-    let engine = Engine::builder()
-        .mode(Mode::SubInterpreters)
-        .workers(2)
-        .main_workers(1)
-        .sys_path(python_dir)
-        .sys_path(&site)
-        .build()
-        .unwrap();
+    let engine = mixed_engine(&site);
     let generate = engine
         .handler("svd", "generate")
         .vectorized(true)

@@ -1,0 +1,25 @@
+//! Helpers shared by the bench binaries (`mod common;` in each).
+#![allow(dead_code)]
+
+use gilpool::Mode;
+use std::path::PathBuf;
+
+/// The bundled Python modules (`python/`).
+pub(crate) fn workloads() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python")
+}
+
+/// The fault suite's Python fixtures (`tests/fixtures/faults`).
+pub(crate) fn fault_fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/faults")
+}
+
+/// Every mode this build supports, `SubInterpreters` first.
+pub(crate) fn modes() -> Vec<Mode> {
+    let mut out = Vec::new();
+    if Mode::SubInterpreters.is_supported() {
+        out.push(Mode::SubInterpreters);
+    }
+    out.push(Mode::SingleGil);
+    out
+}
