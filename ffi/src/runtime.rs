@@ -5,9 +5,9 @@
 //! original thread state and later finalises on that same thread. Python's
 //! signal handlers are not installed. The prelude modules are imported in
 //! the main interpreter before any subinterpreter can exist (pitfall 1 in
-//! DESIGN.md). Finalisation happens only through [`Runtime::finalize`], and
-//! only when no worker thread state is alive; after it, the runtime cannot
-//! be initialised again in this process.
+//! DESIGN.md). Finalisation happens only through
+//! [`Runtime::finalize_within`], and only when no worker thread state is
+//! alive; after it, the runtime cannot be initialised again in this process.
 //!
 //! Before initialising, the runtime checks the libpython the process
 //! actually loaded against the one this build was configured with
