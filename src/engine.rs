@@ -486,6 +486,7 @@ impl Engine {
                 max_batch_delay: None,
                 max_in_flight: 8192,
                 vectorized: false,
+                caller_runs: true,
                 timeout: None,
                 placement: Placement::Auto,
                 map_chunks: MapChunks::Guided,

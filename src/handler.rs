@@ -1,5 +1,6 @@
 //! `Handler`: a Python function bound to an engine lane, and its calls.
 
+pub(crate) mod caller;
 mod map;
 
 pub use map::{MapIter, MapStream};
@@ -28,6 +29,8 @@ pub(crate) struct HandlerOptions {
     pub(crate) max_batch_delay: Option<Duration>,
     pub(crate) max_in_flight: usize,
     pub(crate) vectorized: bool,
+    /// `invoke` may run on the calling thread ([`crate::HandlerBuilder::caller_runs`]).
+    pub(crate) caller_runs: bool,
     pub(crate) map_chunks: MapChunks,
     pub(crate) timeout: Option<Duration>,
     pub(crate) placement: crate::placement::Placement,
@@ -209,9 +212,15 @@ impl Handler {
         self.core.batcher.counts()
     }
 
-    /// Calls the function and waits for its result.
+    /// Calls the function and waits for its result. When a worker of the
+    /// handler's lane is idle, the call runs on this thread, in that
+    /// worker's interpreter ([`HandlerBuilder::caller_runs`](crate::HandlerBuilder::caller_runs));
+    /// otherwise it is queued like [`submit`](Self::submit).
     pub fn invoke<A: IntoArgs, R: FromPython + Send + 'static>(&self, args: A) -> Result<R> {
-        self.submit(args)?.wait()
+        match caller::run(&self.core, args, from_python::<R>, RESULT_CONVERSION) {
+            Ok(out) => out,
+            Err((args, _)) => self.submit(args)?.wait(),
+        }
     }
 
     /// Calls the function and converts the result with `convert`, which runs
@@ -222,7 +231,10 @@ impl Handler {
         R: Send + 'static,
         F: for<'py> FnOnce(Object<'py>) -> Result<R> + Send + 'static,
     {
-        self.submit_with(move || Ok(args), convert)?.wait()
+        match caller::run(&self.core, args, convert, "callback") {
+            Ok(out) => out,
+            Err((args, convert)) => self.submit_with(move || Ok(args), convert)?.wait(),
+        }
     }
 
     /// Submits a call whose result stays a Python object in the

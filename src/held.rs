@@ -97,6 +97,12 @@ pub(crate) fn enter(home: Home, releases: Arc<Releases>) {
     CONTEXT.with(|c| *c.borrow_mut() = Some((home, releases)));
 }
 
+/// Sets the home of `Held`s made on this thread (a caller running a call
+/// in a worker's interpreter), returning the one it replaces.
+pub(crate) fn swap(context: Option<(Home, Arc<Releases>)>) -> Option<(Home, Arc<Releases>)> {
+    CONTEXT.with(|c| std::mem::replace(&mut *c.borrow_mut(), context))
+}
+
 /// The current thread no longer makes `Held`s.
 pub(crate) fn leave() {
     CONTEXT.with(|c| *c.borrow_mut() = None);

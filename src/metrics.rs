@@ -119,6 +119,7 @@ pub(crate) struct SlotStats {
     pub(crate) interrupts: AtomicU64,
     pub(crate) recycles: AtomicU64,
     pub(crate) quarantines: AtomicU64,
+    pub(crate) lent: AtomicU64,
 }
 
 pub(crate) fn add(c: &AtomicU64, n: u64) {
@@ -177,6 +178,9 @@ pub struct WorkerMetrics {
     pub recycles: u64,
     /// Times it was quarantined and replaced.
     pub quarantines: u64,
+    /// Of its `tasks`, those a caller's thread ran in its interpreter
+    /// while it was idle ([`HandlerBuilder::caller_runs`](crate::HandlerBuilder::caller_runs)).
+    pub lent: u64,
 }
 
 /// One handler's counters and latencies.
@@ -229,6 +233,7 @@ impl WorkerMetrics {
             timeouts: get(&s.timeouts),
             interrupts: get(&s.interrupts),
             recycles: get(&s.recycles),
+            lent: get(&s.lent),
             quarantines: get(&s.quarantines),
         }
     }
@@ -256,6 +261,7 @@ impl Metrics {
                 ("gilpool_worker_interrupts", w.interrupts),
                 ("gilpool_worker_recycles", w.recycles),
                 ("gilpool_worker_quarantines", w.quarantines),
+                ("gilpool_worker_lent", w.lent),
             ] {
                 ::metrics::counter!(name, &labels).absolute(v);
             }

@@ -43,6 +43,8 @@ pub(crate) struct Slot {
     /// by the worker after the call returns.
     pub(crate) interrupt: AtomicU8,
     pub(crate) stats: crate::metrics::SlotStats,
+    /// The serving worker's interpreter as lent to callers.
+    pub(crate) room: Mutex<Option<Arc<crate::handler::caller::Room>>>,
 }
 
 /// The interrupt handle of one generation's interpreter.
@@ -82,6 +84,7 @@ impl Slot {
             inner: Mutex::new(SlotInner::default()),
             interrupt: AtomicU8::new(0),
             stats: crate::metrics::SlotStats::default(),
+            room: Mutex::new(None),
         }
     }
 

@@ -10,17 +10,20 @@
 mod exec;
 mod import;
 
-pub(crate) use import::run_initializers;
+pub(crate) use import::{import_function, run_initializers};
 
 use crate::engine::Initializer;
 use crate::error::{panic_message, Error, ErrorKind};
+use crate::handler::caller::Room;
 use crate::handler::HandlerCore;
 use crate::held::{self, Home, Releases};
 use crate::lane::{Batch, Job, Lane, LaneKind};
+use crate::sched::lend::Reclaimed;
 use crate::sched::pool::{Idle, Next};
 use crate::slot::{Slot, SlotInner, Target};
 use crate::task::{self, Control, Task};
 use crate::watchdog::{expired, RunCtx};
+use gilpool_ffi::guest::InterpRef;
 use gilpool_ffi::{
     Attached, InterruptHandle, Kept, MainThreadState, Object, Python, Stash, SubInterpreter,
     WorkerState,
@@ -98,6 +101,7 @@ pub(crate) fn run(start: WorkerStart) {
         handle,
         releases,
         snapshot,
+        room,
     } = opened;
     report(Ok(()));
     let mut worker = Worker {
@@ -110,11 +114,13 @@ pub(crate) fn run(start: WorkerStart) {
         releases,
         snapshot,
         tasks_at_open: slot.stats.tasks.load(Ordering::Relaxed),
+        room,
         recycle_due: std::cell::RefCell::new(None),
     };
     let spin = lane.config.idle_spin;
     let mut idle_since: Option<Instant> = None;
     loop {
+        worker.room.lend.offer();
         let next = {
             let local = slot.local.lock().unwrap_or_else(|e| e.into_inner());
             local.next_with(|| {
@@ -134,19 +140,19 @@ pub(crate) fn run(start: WorkerStart) {
         idle_since = None;
         match next {
             Next::Job(job) => {
-                if let Err(p) = catch_unwind(AssertUnwindSafe(|| worker.run_job(job))) {
-                    worker.after_panic(&panic_message(&*p));
-                }
-                let due = worker.recycle_due.take();
-                if let Some(why) = due {
-                    if let Err(e) = worker.recycle(&why) {
-                        lane.warn(format!(
-                            "worker {}-{index} could not recycle its interpreter ({why}): {e}; the worker stops",
-                            lane.kind.name()
-                        ));
+                if worker.room.lend.reclaim() == Reclaimed::Retired {
+                    worker.retired();
+                    if !worker.recycle_if_due() {
                         leave(&lane, &slot, generation);
                         return;
                     }
+                }
+                if let Err(p) = catch_unwind(AssertUnwindSafe(|| worker.run_job(job))) {
+                    worker.after_panic(&panic_message(&*p));
+                }
+                if !worker.recycle_if_due() {
+                    leave(&lane, &slot, generation);
+                    return;
                 }
                 if !slot.is_current(generation) {
                     // Quarantined while the job ran: the slot is another
@@ -171,6 +177,7 @@ struct Opened {
     /// The main interpreter's `sys.modules` as the worker found it (main
     /// lane), to repair it if a task clears it.
     snapshot: Option<Kept>,
+    room: Arc<Room>,
 }
 
 /// Creates the worker's interpreter (sub lane) or thread state (main
@@ -208,16 +215,17 @@ fn open(lane: &Lane, index: usize) -> std::result::Result<Opened, String> {
                 let snapshot = (lane.kind == LaneKind::Main)
                     .then(|| py.modules_snapshot().ok().map(Object::keep))
                     .flatten();
-                (py.interrupt_handle(), py.interpreter_id(), snapshot)
+                (py.interrupt_handle(), InterpRef::current(py), snapshot)
             })
     };
-    let (handle, interp, snapshot) = match prepared {
+    let (handle, interp_ref, snapshot) = match prepared {
         Ok(p) => p,
         Err(e) => {
             end(lane, state, Instant::now());
             return Err(e);
         }
     };
+    let interp = interp_ref.id();
     let (home, releases) = match lane.kind {
         LaneKind::Sub => (
             Home {
@@ -241,11 +249,14 @@ fn open(lane: &Lane, index: usize) -> std::result::Result<Opened, String> {
         handle: handle.clone(),
         busy: AtomicBool::new(false),
     }));
+    let room = Arc::new(Room::new(interp_ref, index, home, releases.clone()));
+    *slot.room.lock().unwrap_or_else(|e| e.into_inner()) = Some(room.clone());
     Ok(Opened {
         state,
         handle,
         releases,
         snapshot,
+        room,
     })
 }
 
@@ -286,6 +297,8 @@ struct Worker {
     snapshot: Option<Kept>,
     /// The slot's task count when this interpreter opened.
     tasks_at_open: u64,
+    /// This interpreter as lent to callers between jobs.
+    room: Arc<Room>,
     /// Why the interpreter must be recycled before the next job (set while
     /// attached, through `&self`).
     recycle_due: std::cell::RefCell<Option<String>>,
@@ -385,41 +398,54 @@ impl Worker {
     /// task broke is recycled (sub lane) or repaired (main lane, which
     /// cannot be recycled); the recycling bounds are checked.
     fn check_health(&self, py: Python<'_>, handler: &HandlerCore) {
-        let lane = &self.lane;
         if !py.imports_intact() {
-            let what = format!(
-                "a task of {} broke its interpreter's import system (sys.modules lost sys or builtins)",
-                handler.target()
+            self.heal(
+                py,
+                format!(
+                    "a task of {} broke its interpreter's import system (sys.modules lost sys or builtins)",
+                    handler.target()
+                ),
             );
-            match (&self.snapshot, lane.kind) {
-                (_, LaneKind::Sub) => {
-                    lane.warn(format!(
-                        "worker sub-{}: {what}; the interpreter is recycled",
-                        self.slot.index
-                    ));
-                    *self.recycle_due.borrow_mut() = Some(what);
-                }
-                (Some(snap), LaneKind::Main) => {
-                    let restored = snap
-                        .bind(py)
-                        .map(|s| py.restore_modules(&s).is_ok())
-                        .unwrap_or(false);
-                    lane.warn(format!(
-                        "worker main-{}: {what}; {}",
-                        self.slot.index,
-                        if restored {
-                            "the modules it had were put back"
-                        } else {
-                            "they could not be put back"
-                        }
-                    ));
-                }
-                (None, LaneKind::Main) => {
-                    lane.warn(format!("worker main-{}: {what}", self.slot.index))
-                }
-            }
             return;
         }
+        self.check_bounds(py);
+    }
+
+    /// An interpreter whose import system a task broke: recycled (sub lane)
+    /// or repaired (main lane, which cannot be recycled). `what` names the
+    /// task's handler.
+    fn heal(&self, py: Python<'_>, what: String) {
+        let lane = &self.lane;
+        match (&self.snapshot, lane.kind) {
+            (_, LaneKind::Sub) => {
+                lane.warn(format!(
+                    "worker sub-{}: {what}; the interpreter is recycled",
+                    self.slot.index
+                ));
+                *self.recycle_due.borrow_mut() = Some(what);
+            }
+            (Some(snap), LaneKind::Main) => {
+                let restored = snap
+                    .bind(py)
+                    .map(|s| py.restore_modules(&s).is_ok())
+                    .unwrap_or(false);
+                lane.warn(format!(
+                    "worker main-{}: {what}; {}",
+                    self.slot.index,
+                    if restored {
+                        "the modules it had were put back"
+                    } else {
+                        "they could not be put back"
+                    }
+                ));
+            }
+            (None, LaneKind::Main) => lane.warn(format!("worker main-{}: {what}", self.slot.index)),
+        }
+    }
+
+    /// After a job: the recycling bounds.
+    fn check_bounds(&self, py: Python<'_>) {
+        let lane = &self.lane;
         if lane.kind != LaneKind::Sub || self.recycle_due.borrow().is_some() {
             return;
         }
@@ -442,10 +468,83 @@ impl Worker {
         }
     }
 
+    /// Recycles the interpreter if a task asked for it; `false` if that
+    /// failed (the worker stops).
+    fn recycle_if_due(&mut self) -> bool {
+        let Some(why) = self.recycle_due.take() else {
+            return true;
+        };
+        if let Err(e) = self.recycle(&why) {
+            self.lane.warn(format!(
+                "worker {}-{} could not recycle its interpreter ({why}): {e}; the worker stops",
+                self.lane.kind.name(),
+                self.slot.index
+            ));
+            return false;
+        }
+        true
+    }
+
+    /// A call a caller ran here broke the interpreter: recycle or repair it
+    /// before the next job.
+    fn retired(&self) {
+        let target = self
+            .room
+            .take_retired()
+            .unwrap_or_else(|| "a handler".into());
+        let guard = self.state.attach();
+        let py = guard.py();
+        if !py.imports_intact() {
+            self.heal(
+                py,
+                format!(
+                    "a call of {target} on a calling thread broke its interpreter's import system (sys.modules lost sys or builtins)"
+                ),
+            );
+        }
+    }
+
+    /// Closes this interpreter's room before it ends: waits for a caller
+    /// inside until `deadline`, interrupts it, then gives it the engine's
+    /// interrupt grace. `false`: a caller is still inside, the interpreter
+    /// must be abandoned.
+    fn close_room(&self, deadline: Instant) -> bool {
+        {
+            let mut current = self.slot.room.lock().unwrap_or_else(|e| e.into_inner());
+            if current.as_ref().is_some_and(|r| Arc::ptr_eq(r, &self.room)) {
+                *current = None;
+            }
+        }
+        self.room.close(deadline, self.lane.config.grace)
+    }
+
+    /// A caller's call still runs in this interpreter after its interrupt
+    /// and grace: the interpreter cannot be ended (nor this thread state
+    /// deleted) under it, so both are left as they are, counted and warned
+    /// about, like an interpreter whose task threads outlive shutdown.
+    fn abandon_lent(self) {
+        self.handle.retire();
+        self.slot.lock().target = None;
+        held::leave();
+        self.lane.stats.abandoned.fetch_add(1, Ordering::Relaxed);
+        self.lane.warn(format!(
+            "worker {}-{}: a call running on a calling thread did not stop at shutdown; its interpreter is abandoned",
+            self.lane.kind.name(),
+            self.slot.index
+        ));
+        let Worker { state, cache, .. } = self;
+        for (_, stash) in cache {
+            std::mem::forget(stash);
+        }
+        std::mem::forget(state);
+    }
+
     /// Ends this worker's interpreter and opens a fresh one in its place,
     /// between jobs (detached); initializers run again.
     fn recycle(&mut self, why: &str) -> std::result::Result<(), String> {
         let _ = why;
+        // Between jobs the worker holds its room: closing it does not wait.
+        self.close_room(Instant::now());
         self.handle.retire();
         {
             let guard = self.state.attach();
@@ -454,6 +553,7 @@ impl Worker {
                 stash.release(py);
             }
             self.releases.drain(py);
+            self.room.clear(py);
         }
         self.releases.close();
         held::leave();
@@ -462,6 +562,7 @@ impl Worker {
         self.handle = opened.handle;
         self.releases = opened.releases;
         self.snapshot = opened.snapshot;
+        self.room = opened.room;
         self.tasks_at_open = self.slot.stats.tasks.load(Ordering::Relaxed);
         end(&self.lane, old, Instant::now() + Duration::from_secs(1));
         crate::metrics::add(&self.slot.stats.recycles, 1);
@@ -545,6 +646,10 @@ impl Worker {
     }
 
     fn finish(self, deadline: Instant) {
+        if !self.close_room(deadline) {
+            self.abandon_lent();
+            return;
+        }
         let Worker {
             state,
             cache,
@@ -554,6 +659,7 @@ impl Worker {
             handle,
             releases,
             snapshot,
+            room,
             ..
         } = self;
         handle.retire();
@@ -573,6 +679,7 @@ impl Worker {
             if let Some(k) = snapshot {
                 let _ = k.release(py);
             }
+            room.clear(py);
         }
         if lane.kind == LaneKind::Sub {
             releases.close();

@@ -97,6 +97,18 @@ impl Python<'_> {
 }
 
 impl InterruptHandle {
+    /// A handle that interrupts Python that the thread `ident` (see
+    /// [`thread_ident`](crate::guest::thread_ident)) runs in `interp`, for
+    /// the interpreter's owner while it keeps the interpreter alive.
+    pub fn for_thread(interp: crate::guest::InterpRef, ident: u64) -> InterruptHandle {
+        InterruptHandle {
+            target: Mutex::new(Some(Target {
+                interp: interp.ptr(),
+                thread_id: ident as c_ulong,
+            })),
+        }
+    }
+
     /// Schedules `KeyboardInterrupt` in the target thread if `check`
     /// (called while holding the target interpreter's GIL) returns `true`.
     /// Returns whether it did. Blocks until that GIL is free: a thread that

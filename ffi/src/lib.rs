@@ -30,6 +30,7 @@ pub mod buffer;
 #[cfg(feature = "cuda")]
 pub mod cuda;
 mod error;
+pub mod guest;
 pub mod interp;
 mod interrupt;
 mod object;

@@ -215,6 +215,15 @@ static STATE: Mutex<State> = Mutex::new(State::Uninit);
 /// thread states created through this crate).
 pub(crate) static LIVE_THREAD_STATES: AtomicUsize = AtomicUsize::new(0);
 
+/// Runs `f` if the runtime is running, keeping it from finalising until
+/// `f` returns.
+pub(crate) fn while_running(f: impl FnOnce()) {
+    let state = STATE.lock().unwrap_or_else(|e| e.into_inner());
+    if matches!(*state, State::Running(_)) {
+        f();
+    }
+}
+
 impl Runtime {
     /// The runtime, initialising it with `config` on first use. Later calls
     /// return the same runtime (their `config` is not applied again; the

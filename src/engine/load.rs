@@ -62,6 +62,22 @@ impl HandlerBuilder<'_> {
         self.options.timeout = Some(timeout);
         self
     }
+    /// Whether a synchronous [`invoke`](crate::Handler::invoke) may run on
+    /// the calling thread (default `true`): when one of the lane's workers
+    /// is idle, a thread attached to no interpreter borrows that worker's
+    /// interpreter between its jobs, through a thread state of its own, and
+    /// calls the function there, with no queue and no wakeup. When no
+    /// worker is idle the call is queued as usual. Calls run this way count
+    /// as that worker's tasks in [`Engine::metrics`](crate::Engine::metrics)
+    /// (and in its `lent` count). Handlers with a
+    /// [`timeout`](Self::timeout) or [`vectorized`](Self::vectorized), and
+    /// lanes that recycle interpreters by count or memory, always queue: a
+    /// deadline needs a worker that can be given up on, and recycling
+    /// happens on the worker's thread between its tasks.
+    pub fn caller_runs(mut self, on: bool) -> Self {
+        self.options.caller_runs = on;
+        self
+    }
     /// Which lane runs the function (default [`Placement::Auto`]: the sub
     /// lane unless the module refuses subinterpreters).
     pub fn placement(mut self, placement: Placement) -> Self {

@@ -6,6 +6,7 @@
 //! - [`batcher`]: per-handler grouping into batches and the prefetch bound.
 //! - [`permits`]: per-handler bound on in-flight tasks (backpressure).
 //! - [`cell`]: the one-shot completion cell behind every task future.
+//! - [`lend`]: a worker's interpreter lent to callers between its jobs.
 //! - [`sync`]: std or loom primitives (`--cfg gilpool_loom`).
 //!
 //! This module refers only to itself and to `crossbeam-deque`/`loom`, so
@@ -16,6 +17,7 @@
 
 pub(crate) mod batcher;
 pub(crate) mod cell;
+pub(crate) mod lend;
 pub(crate) mod permits;
 pub(crate) mod pool;
 pub(crate) mod sleep;

@@ -53,7 +53,11 @@ pub(super) fn lookup<'py>(
     Ok(func)
 }
 
-fn import_function<'py>(py: Python<'py>, module: &str, function: &str) -> Result<Object<'py>> {
+pub(crate) fn import_function<'py>(
+    py: Python<'py>,
+    module: &str,
+    function: &str,
+) -> Result<Object<'py>> {
     let m = py
         .import(module)
         .map_err(|exception| import_error(module, exception))?;

@@ -7,6 +7,7 @@
 
 mod batcher;
 mod cell;
+mod lend;
 mod permits;
 mod queues;
 mod shutdown;

@@ -1,0 +1,324 @@
+//! Caller-runs `invoke`: a synchronous call runs on the calling thread,
+//! inside an idle worker's interpreter, instead of going through the queue.
+//!
+//! Each worker publishes its interpreter as a [`Room`] in its slot. Between
+//! jobs the worker *offers* it ([`Lend`]); a caller that is attached to no
+//! interpreter *takes* it, attaches through a thread state of its own for
+//! that interpreter (made once per thread and interpreter, see
+//! `gilpool_ffi::guest`), converts, calls, converts the result, detaches and
+//! gives it back. The worker *reclaims* it before its next job, waiting
+//! while a caller holds it, and *closes* it before ending the interpreter:
+//! it then deletes the callers' thread states, with the interpreter's GIL,
+//! so `Py_EndInterpreter` finds its own thread state alone. No Python object
+//! leaves its interpreter: the function objects callers use live in the
+//! room and are released by the worker before it ends the interpreter.
+//!
+//! A caller that leaves the interpreter broken (`sys.modules` lost `sys` or
+//! `builtins`) gives it back *retired*: callers no longer take it, and the
+//! worker recycles it (sub lane) or repairs it (main lane) before its next
+//! job, warning with the handler's name.
+
+use crate::convert::IntoArgs;
+use crate::error::{Error, ErrorKind, Result};
+use crate::handler::HandlerCore;
+use crate::held::{self, Home, Releases};
+use crate::lane::Lane;
+use crate::sched::lend::Lend;
+use crate::task::contain;
+use gilpool_ffi::guest::{self, GuestState, Guests, InterpRef};
+use gilpool_ffi::{InterruptHandle, Kept, Object, Python};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One worker interpreter as lent to callers.
+pub(crate) struct Room {
+    pub(crate) lend: Lend,
+    /// The worker slot lending it (where its calls are counted).
+    slot: usize,
+    guests: Guests,
+    interp: InterpRef,
+    home: Home,
+    releases: Arc<Releases>,
+    /// Handler functions imported by callers, by handler id.
+    funcs: Mutex<HashMap<u64, Kept>>,
+    /// CPython's id of the thread holding the lend (for a shutdown
+    /// interrupt).
+    taker: AtomicU64,
+    /// Set when the worker interrupted the holder (at shutdown).
+    interrupted: AtomicBool,
+    /// Why a caller retired the interpreter.
+    retired: Mutex<Option<String>>,
+}
+
+impl Room {
+    /// The room of the interpreter `interp`, held by its worker.
+    pub(crate) fn new(interp: InterpRef, slot: usize, home: Home, releases: Arc<Releases>) -> Room {
+        Room {
+            lend: Lend::new(),
+            slot,
+            guests: Guests::new(interp),
+            interp,
+            home,
+            releases,
+            funcs: Mutex::new(HashMap::new()),
+            taker: AtomicU64::new(0),
+            interrupted: AtomicBool::new(false),
+            retired: Mutex::new(None),
+        }
+    }
+
+    /// Why a caller retired it (after [`Lend::reclaim`] said so).
+    pub(crate) fn take_retired(&self) -> Option<String> {
+        self.retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    /// Worker, detached: closes the room for good before the interpreter
+    /// ends. A caller still inside at `deadline` is interrupted and given
+    /// `grace` more; `false` if it is still inside then (the interpreter
+    /// must be abandoned, not ended).
+    pub(crate) fn close(&self, deadline: Instant, grace: Duration) -> bool {
+        use crate::sched::lend::Reclaimed::StillLent;
+        if self.lend.close(Some(deadline)) != StillLent {
+            return true;
+        }
+        let ident = self.taker.load(Ordering::SeqCst);
+        if ident != 0 {
+            self.interrupted.store(true, Ordering::SeqCst);
+            let handle = InterruptHandle::for_thread(self.interp, ident);
+            handle.interrupt(|| self.lend.is_lent());
+        }
+        self.lend.close(Some(Instant::now() + grace)) != StillLent
+    }
+
+    /// Worker, attached to this interpreter after [`close`](Self::close):
+    /// releases the callers' functions and deletes their thread states.
+    pub(crate) fn clear(&self, py: Python<'_>) {
+        debug_assert!(self.lend.is_closed());
+        let funcs = std::mem::take(&mut *self.funcs.lock().unwrap_or_else(|e| e.into_inner()));
+        for (_, f) in funcs {
+            if let Err(k) = f.release(py) {
+                k.forget();
+            }
+        }
+        self.guests.clear(py);
+    }
+}
+
+/// A room this thread used, with its thread state there.
+struct Visit {
+    lane: u64,
+    slot: usize,
+    room: Arc<Room>,
+    state: Option<GuestState>,
+}
+
+thread_local! {
+    static VISITS: RefCell<Vec<Visit>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether `core`'s calls may run on the calling thread now.
+fn eligible(core: &HandlerCore) -> bool {
+    let o = &core.options;
+    let c = &core.lane.config;
+    o.caller_runs
+        && o.timeout.is_none()
+        && !o.vectorized
+        && c.max_tasks.is_none()
+        && c.max_blocks.is_none()
+        && !guest::thread_has_python()
+}
+
+/// Runs one call of `core`'s function on this thread if an interpreter of
+/// its lane is idle; otherwise hands `args` and `convert` back, to be
+/// queued.
+pub(crate) fn run<A, R, F>(
+    core: &Arc<HandlerCore>,
+    args: A,
+    convert: F,
+    phase: &'static str,
+) -> std::result::Result<Result<R>, (A, F)>
+where
+    A: IntoArgs,
+    F: for<'py> FnOnce(Object<'py>) -> Result<R>,
+{
+    if !eligible(core) {
+        return Err((args, convert));
+    }
+    let lane = &core.lane;
+    let only = match lane.place(args.home(), "") {
+        Ok(only) => only,
+        Err(_) => return Err((args, convert)),
+    };
+    if core.permits.try_acquire().is_err() {
+        return Err((args, convert));
+    }
+    let Some((room, state)) = take(lane, only) else {
+        core.permits.release();
+        return Err((args, convert));
+    };
+    if lane.pool.is_cancelled() {
+        room.lend.give_back(false);
+        core.permits.release();
+        return Err((args, convert));
+    }
+    let out = call(core, &room, state, args, convert, phase);
+    core.permits.release();
+    Ok(out)
+}
+
+/// Takes an offered room of `lane` (only slot `only`, if given) with this
+/// thread's state there, made if it has none yet.
+fn take(lane: &Lane, only: Option<usize>) -> Option<(Arc<Room>, Option<GuestState>)> {
+    let n = lane.slots.len();
+    let start = only.unwrap_or_else(|| (guest::thread_ident() as usize >> 4) % n.max(1));
+    let count = if only.is_some() { 1 } else { n };
+    VISITS.with(|visits| {
+        let mut visits = visits.borrow_mut();
+        for k in 0..count {
+            let index = (start + k) % n;
+            let pos = visits
+                .iter()
+                .position(|v| v.lane == lane.id && v.slot == index);
+            if let Some(p) = pos {
+                let v = &visits[p];
+                if v.room.lend.take() {
+                    return Some((v.room.clone(), v.state));
+                }
+                if !v.room.lend.is_closed() {
+                    continue;
+                }
+            }
+            // Not visited yet, or the worker has a new interpreter since.
+            let current = lane.slots[index]
+                .room
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let Some(room) = current else { continue };
+            let taken = room.lend.take();
+            let visit = Visit {
+                lane: lane.id,
+                slot: index,
+                room: room.clone(),
+                state: None,
+            };
+            match pos {
+                Some(p) => visits[p] = visit,
+                None => visits.push(visit),
+            }
+            if taken {
+                return Some((room, None));
+            }
+        }
+        None
+    })
+}
+
+/// Remembers this thread's new state in `room`.
+fn remember(room: &Arc<Room>, state: GuestState) {
+    VISITS.with(|visits| {
+        if let Some(v) = visits
+            .borrow_mut()
+            .iter_mut()
+            .find(|v| Arc::ptr_eq(&v.room, room))
+        {
+            v.state = Some(state);
+        }
+    });
+}
+
+/// The call itself, holding `room`'s lend; gives it back.
+fn call<A, R, F>(
+    core: &Arc<HandlerCore>,
+    room: &Arc<Room>,
+    state: Option<GuestState>,
+    args: A,
+    convert: F,
+    phase: &'static str,
+) -> Result<R>
+where
+    A: IntoArgs,
+    F: for<'py> FnOnce(Object<'py>) -> Result<R>,
+{
+    let lane = &core.lane;
+    let stats = &lane.slots[room.slot].stats;
+    room.taker.store(guest::thread_ident(), Ordering::SeqCst);
+    let fresh = state.is_none();
+    let state = state.unwrap_or_else(|| {
+        // SAFETY: we hold the room's lend, so its interpreter is alive and
+        // its worker cannot close it (and delete guest states) until we give
+        // it back; this thread is not attached (`eligible`).
+        let s = unsafe { room.guests.make_state() };
+        remember(room, s);
+        s
+    });
+    core.stats.submitted.fetch_add(1, Ordering::Relaxed);
+    let begun = Instant::now();
+    core.stats.wait.record(Duration::ZERO);
+    crate::metrics::add(&stats.tasks, 1);
+    crate::metrics::add(&stats.lent, 1);
+    let previous = held::swap(Some((room.home, room.releases.clone())));
+    let (result, broken) = {
+        // SAFETY: `state` is this thread's state in the room's interpreter,
+        // made under a lend held then or now; the lend is held until after
+        // this guard is dropped.
+        let guard = unsafe { room.guests.attach(state) };
+        let py = guard.py();
+        if fresh {
+            room.guests.sweep(py);
+        }
+        room.releases.drain(py);
+        let result = function(room, py, core).and_then(|func| {
+            let called = contain("argument conversion", move || args.into_args(py)).and_then(|a| {
+                func.call(&a.positional, a.keywords.as_ref())
+                    .map_err(Error::from)
+            });
+            called.and_then(|obj| contain(phase, move || convert(obj)))
+        });
+        let result = if room.interrupted.load(Ordering::SeqCst) {
+            py.clear_pending_interrupt();
+            Err(Error::new(ErrorKind::Cancelled(
+                "the engine shut down while the call ran on the calling thread".into(),
+            )))
+        } else {
+            result
+        };
+        (result, !py.imports_intact())
+    };
+    held::swap(previous);
+    core.stats.run.record(begun.elapsed());
+    core.stats.count(&result);
+    if broken {
+        *room.retired.lock().unwrap_or_else(|e| e.into_inner()) = Some(core.target());
+    }
+    room.taker.store(0, Ordering::SeqCst);
+    room.lend.give_back(broken);
+    result
+}
+
+/// The handler's function in the room's interpreter, imported on first use.
+fn function<'py>(room: &Room, py: Python<'py>, core: &HandlerCore) -> Result<Object<'py>> {
+    if let Some(f) = room
+        .funcs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&core.id)
+        .and_then(|k| k.bind(py))
+    {
+        return Ok(f);
+    }
+    let func = contain("module import", || {
+        crate::worker::import_function(py, &core.module, &core.function)
+    })?;
+    room.funcs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(core.id, func.clone().keep());
+    Ok(func)
+}
