@@ -79,12 +79,25 @@ fn invoke(c: &mut Criterion) {
     for mode in common::modes() {
         let engine = engine(mode, WORKERS);
         let inc = engine.load("gilpool_workloads", "inc").expect("inc loads");
+        let queued = engine
+            .handler("gilpool_workloads", "inc")
+            .caller_runs(false)
+            .load()
+            .expect("inc loads");
         let mut g = c.benchmark_group(format!("invoke/{mode}"));
         let mut i = 0i64;
+        // On an idle engine the call runs on this thread (caller-runs).
         g.bench_function("invoke", |b| {
             b.iter(|| {
                 i += 1;
                 inc.invoke::<_, i64>((black_box(i),)).expect("inc")
+            })
+        });
+        // The same call through the queue and a worker.
+        g.bench_function("invoke_queued", |b| {
+            b.iter(|| {
+                i += 1;
+                queued.invoke::<_, i64>((black_box(i),)).expect("inc")
             })
         });
         g.bench_function("submit_wait", |b| {
@@ -97,7 +110,7 @@ fn invoke(c: &mut Criterion) {
             })
         });
         g.finish();
-        drop(inc);
+        drop((inc, queued));
         engine.shutdown();
     }
 }

@@ -58,7 +58,11 @@ impl Histogram {
     pub(crate) fn record(&self, d: Duration) {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         self.buckets[bucket(ns)].fetch_add(1, Ordering::Relaxed);
-        self.max.fetch_max(ns, Ordering::Relaxed);
+        // A plain load first: the maximum rarely moves, and a read-modify-
+        // write costs a locked instruction every time.
+        if ns > self.max.load(Ordering::Relaxed) {
+            self.max.fetch_max(ns, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn snapshot(&self) -> Percentiles {

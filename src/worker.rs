@@ -523,6 +523,9 @@ impl Worker {
     /// deleted) under it, so both are left as they are, counted and warned
     /// about, like an interpreter whose task threads outlive shutdown.
     fn abandon_lent(self) {
+        if self.lane.kind == LaneKind::Sub {
+            self.releases.close();
+        }
         self.handle.retire();
         self.slot.lock().target = None;
         held::leave();
@@ -532,10 +535,9 @@ impl Worker {
             self.lane.kind.name(),
             self.slot.index
         ));
-        let Worker { state, cache, .. } = self;
-        for (_, stash) in cache {
-            std::mem::forget(stash);
-        }
+        // The cached functions' references go with the interpreter (a
+        // `Stash` has no `Drop`); the thread state is kept.
+        let Worker { state, .. } = self;
         std::mem::forget(state);
     }
 

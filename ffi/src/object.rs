@@ -595,6 +595,28 @@ impl<'py> Python<'py> {
         }
     }
 
+    /// The keys [`imports_intact_by`](Self::imports_intact_by) looks up,
+    /// made once in this interpreter: `("sys", "builtins")`.
+    pub fn import_keys(self) -> Result<(Object<'py>, Object<'py>), PyException> {
+        Ok((self.str("sys"), self.str("builtins")))
+    }
+
+    /// [`imports_intact`](Self::imports_intact) with keys made beforehand
+    /// by [`import_keys`](Self::import_keys) in this interpreter: two hash
+    /// lookups, no allocation.
+    pub fn imports_intact_by(self, keys: &(Object<'py>, Object<'py>)) -> bool {
+        // SAFETY: attached; the module dict is borrowed and live while the
+        // interpreter is; the keys are live str objects of this interpreter
+        // (their hash is cached); PyDict_GetItem returns borrowed references
+        // or null and never raises.
+        unsafe {
+            let modules = ffi::PyImport_GetModuleDict();
+            !modules.is_null()
+                && !ffi::PyDict_GetItem(modules, keys.0.as_ptr()).is_null()
+                && !ffi::PyDict_GetItem(modules, keys.1.as_ptr()).is_null()
+        }
+    }
+
     /// A copy of `sys.modules` as it is now (for [`restore_modules`](Self::restore_modules)).
     pub fn modules_snapshot(self) -> Result<Object<'py>, PyException> {
         // SAFETY: attached; the module dict is live; PyDict_Copy returns a

@@ -42,10 +42,13 @@ pub(crate) struct Room {
     interp: InterpRef,
     home: Home,
     releases: Arc<Releases>,
-    /// Handler functions imported by callers, by handler id.
-    funcs: Mutex<HashMap<u64, Kept>>,
-    /// CPython's id of the thread holding the lend (for a shutdown
-    /// interrupt).
+    /// Objects callers made in the interpreter. Locked for a call's
+    /// whole run, by the caller holding the lend (so never contended).
+    cache: Mutex<Cache>,
+    /// CPython's id of the thread holding the lend, or of the last one that
+    /// did (for a shutdown interrupt, which checks that the lend is still
+    /// held; a stale id only marks an idle thread state of an interpreter
+    /// that is closing).
     taker: AtomicU64,
     /// Set when the worker interrupted the holder (at shutdown).
     interrupted: AtomicBool,
@@ -63,7 +66,7 @@ impl Room {
             interp,
             home,
             releases,
-            funcs: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::default()),
             taker: AtomicU64::new(0),
             interrupted: AtomicBool::new(false),
             retired: Mutex::new(None),
@@ -100,14 +103,24 @@ impl Room {
     /// releases the callers' functions and deletes their thread states.
     pub(crate) fn clear(&self, py: Python<'_>) {
         debug_assert!(self.lend.is_closed());
-        let funcs = std::mem::take(&mut *self.funcs.lock().unwrap_or_else(|e| e.into_inner()));
-        for (_, f) in funcs {
-            if let Err(k) = f.release(py) {
+        let cache = std::mem::take(&mut *self.cache.lock().unwrap_or_else(|e| e.into_inner()));
+        let keys = cache.keys.into_iter().flat_map(|(a, b)| [a, b]);
+        for k in cache.funcs.into_values().chain(keys) {
+            if let Err(k) = k.release(py) {
                 k.forget();
             }
         }
         self.guests.clear(py);
     }
+}
+
+/// What callers keep in a room's interpreter.
+#[derive(Default)]
+struct Cache {
+    /// Handler functions, by handler id.
+    funcs: HashMap<u64, Kept>,
+    /// `"sys"` and `"builtins"`, to check the import system after a call.
+    keys: Option<(Kept, Kept)>,
 }
 
 /// A room this thread used, with its thread state there.
@@ -248,7 +261,10 @@ where
 {
     let lane = &core.lane;
     let stats = &lane.slots[room.slot].stats;
-    room.taker.store(guest::thread_ident(), Ordering::SeqCst);
+    let me = guest::thread_ident();
+    if room.taker.load(Ordering::Relaxed) != me {
+        room.taker.store(me, Ordering::SeqCst);
+    }
     let fresh = state.is_none();
     let state = state.unwrap_or_else(|| {
         // SAFETY: we hold the room's lend, so its interpreter is alive and
@@ -274,7 +290,8 @@ where
             room.guests.sweep(py);
         }
         room.releases.drain(py);
-        let result = function(room, py, core).and_then(|func| {
+        let mut cache = room.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let result = function(&mut cache, py, core).and_then(|func| {
             let called = contain("argument conversion", move || args.into_args(py)).and_then(|a| {
                 func.call(&a.positional, a.keywords.as_ref())
                     .map_err(Error::from)
@@ -289,7 +306,22 @@ where
         } else {
             result
         };
-        (result, !py.imports_intact())
+        let keys = match cache
+            .keys
+            .as_ref()
+            .and_then(|(a, b)| Some((a.bind(py)?, b.bind(py)?)))
+        {
+            Some(k) => k,
+            None => {
+                let k = py.import_keys().expect("two str objects");
+                cache.keys = Some((k.0.clone().keep(), k.1.clone().keep()));
+                k
+            }
+        };
+        let broken = !py.imports_intact_by(&keys);
+        drop(keys);
+        drop(cache);
+        (result, broken)
     };
     held::swap(previous);
     core.stats.run.record(begun.elapsed());
@@ -297,28 +329,18 @@ where
     if broken {
         *room.retired.lock().unwrap_or_else(|e| e.into_inner()) = Some(core.target());
     }
-    room.taker.store(0, Ordering::SeqCst);
     room.lend.give_back(broken);
     result
 }
 
 /// The handler's function in the room's interpreter, imported on first use.
-fn function<'py>(room: &Room, py: Python<'py>, core: &HandlerCore) -> Result<Object<'py>> {
-    if let Some(f) = room
-        .funcs
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&core.id)
-        .and_then(|k| k.bind(py))
-    {
+fn function<'py>(cache: &mut Cache, py: Python<'py>, core: &HandlerCore) -> Result<Object<'py>> {
+    if let Some(f) = cache.funcs.get(&core.id).and_then(|k| k.bind(py)) {
         return Ok(f);
     }
     let func = contain("module import", || {
         crate::worker::import_function(py, &core.module, &core.function)
     })?;
-    room.funcs
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(core.id, func.clone().keep());
+    cache.funcs.insert(core.id, func.clone().keep());
     Ok(func)
 }
