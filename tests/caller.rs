@@ -175,3 +175,41 @@ fn shutdown_interrupts_a_long_call() {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// Shutdown while a call sleeps in C (an interrupt cannot stop it): the
+/// engine gives its interpreter up and shutdown still ends; the process
+/// exits 0 without waiting for the call. In a child process.
+#[test]
+fn shutdown_gives_up_a_call_blocked_in_c() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        let mode = if Mode::SubInterpreters.is_supported() {
+            Mode::SubInterpreters
+        } else {
+            Mode::SingleGil
+        };
+        let engine = builder(mode)
+            .workers(1)
+            .interrupt_grace(Duration::from_millis(200))
+            .build()
+            .unwrap();
+        let sleep = engine.load("caller_fixture", "sleep_flagged").unwrap();
+        let dir = std::env::temp_dir().join(format!("gilpool-caller-c-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let flag = dir.join("started");
+        let path = flag.to_string_lossy().into_owned();
+        std::thread::spawn(move || sleep.invoke::<_, f64>((path, 600.0)));
+        while !flag.exists() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let report = engine.shutdown_timeout(Duration::from_millis(100));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(report.abandoned >= 1, "{report:?}");
+        println!("shutdown ended: {report:?}");
+        std::process::exit(0);
+    }
+    common::run_self(
+        "shutdown_gives_up_a_call_blocked_in_c",
+        Some((CHILD_ENV, "1")),
+    )
+    .assert_success("child: shutdown under a call blocked in C");
+}
