@@ -213,12 +213,18 @@ fn open(lane: &Lane, index: usize) -> std::result::Result<Opened, String> {
             })
             .map(|()| {
                 let snapshot = (lane.kind == LaneKind::Main)
-                    .then(|| py.modules_snapshot().ok().map(Object::keep))
+                    .then(|| py.modules_snapshot().ok())
                     .flatten();
-                (py.interrupt_handle(), InterpRef::current(py), snapshot)
+                let for_room = snapshot.as_ref().map(|s| s.clone().keep());
+                (
+                    py.interrupt_handle(),
+                    InterpRef::current(py),
+                    snapshot.map(Object::keep),
+                    for_room,
+                )
             })
     };
-    let (handle, interp_ref, snapshot) = match prepared {
+    let (handle, interp_ref, snapshot, room_snapshot) = match prepared {
         Ok(p) => p,
         Err(e) => {
             end(lane, state, Instant::now());
@@ -249,7 +255,13 @@ fn open(lane: &Lane, index: usize) -> std::result::Result<Opened, String> {
         handle: handle.clone(),
         busy: AtomicBool::new(false),
     }));
-    let room = Arc::new(Room::new(interp_ref, index, home, releases.clone()));
+    let room = Arc::new(Room::new(
+        interp_ref,
+        index,
+        home,
+        releases.clone(),
+        room_snapshot,
+    ));
     *slot.room.lock().unwrap_or_else(|e| e.into_inner()) = Some(room.clone());
     Ok(Opened {
         state,

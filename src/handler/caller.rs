@@ -58,7 +58,13 @@ pub(crate) struct Room {
 
 impl Room {
     /// The room of the interpreter `interp`, held by its worker.
-    pub(crate) fn new(interp: InterpRef, slot: usize, home: Home, releases: Arc<Releases>) -> Room {
+    pub(crate) fn new(
+        interp: InterpRef,
+        slot: usize,
+        home: Home,
+        releases: Arc<Releases>,
+        snapshot: Option<Kept>,
+    ) -> Room {
         Room {
             lend: Lend::new(),
             slot,
@@ -66,7 +72,10 @@ impl Room {
             interp,
             home,
             releases,
-            cache: Mutex::new(Cache::default()),
+            cache: Mutex::new(Cache {
+                snapshot,
+                ..Cache::default()
+            }),
             taker: AtomicU64::new(0),
             interrupted: AtomicBool::new(false),
             retired: Mutex::new(None),
@@ -105,7 +114,7 @@ impl Room {
         debug_assert!(self.lend.is_closed());
         let cache = std::mem::take(&mut *self.cache.lock().unwrap_or_else(|e| e.into_inner()));
         let keys = cache.keys.into_iter().flat_map(|(a, b)| [a, b]);
-        for k in cache.funcs.into_values().chain(keys) {
+        for k in cache.funcs.into_values().chain(keys).chain(cache.snapshot) {
             if let Err(k) = k.release(py) {
                 k.forget();
             }
@@ -121,6 +130,10 @@ struct Cache {
     funcs: HashMap<u64, Kept>,
     /// `"sys"` and `"builtins"`, to check the import system after a call.
     keys: Option<(Kept, Kept)>,
+    /// The main interpreter's `sys.modules` as its worker found it (main
+    /// lane): a caller that broke it puts it back at once, since every
+    /// lane and engine shares that interpreter.
+    snapshot: Option<Kept>,
 }
 
 /// A room this thread used, with its thread state there.
@@ -318,8 +331,23 @@ where
                 k
             }
         };
-        let broken = !py.imports_intact_by(&keys);
+        let mut broken = !py.imports_intact_by(&keys);
         drop(keys);
+        if broken {
+            if let Some(snap) = cache.snapshot.as_ref().and_then(|s| s.bind(py)) {
+                let restored = py.restore_modules(&snap).is_ok();
+                lane.warn(format!(
+                    "a call of {} on a calling thread broke the main interpreter's import system (sys.modules lost sys or builtins); {}",
+                    core.target(),
+                    if restored {
+                        "the modules it had were put back"
+                    } else {
+                        "they could not be put back"
+                    }
+                ));
+                broken = !restored;
+            }
+        }
         drop(cache);
         (result, broken)
     };
