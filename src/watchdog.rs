@@ -144,6 +144,13 @@ impl<'a> RunCtx<'a> {
     /// scheduled interrupt that has not fired yet is dropped then, so it
     /// cannot hit the next call.
     fn interrupted(&self, py: Python<'_>) -> Option<Reason> {
+        // Only an interrupter holding this interpreter's GIL sets the
+        // reason, and the caller holds that GIL now: a plain load sees any
+        // reason set, and nothing can set one between it and the swap. The
+        // load spares a read-modify-write per call on the common path.
+        if self.slot.interrupt.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
         let r = self.slot.interrupt.swap(0, Ordering::SeqCst);
         let reason = Reason::from_u8(r)?;
         py.clear_pending_interrupt();
