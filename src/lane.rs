@@ -76,6 +76,9 @@ pub(crate) struct LaneConfig {
     pub(crate) max_tasks: Option<u64>,
     /// Recycle a sub-lane interpreter holding more allocated blocks.
     pub(crate) max_blocks: Option<usize>,
+    /// Per-task and per-job timing (queue wait and run time histograms,
+    /// busy and attached time); counters are kept either way.
+    pub(crate) metrics: bool,
 }
 
 /// Counters of events that belong to a lane rather than a handler.

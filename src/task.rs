@@ -57,8 +57,8 @@ pub(crate) trait Control: Send + Sync {
     fn is_resolved(&self) -> bool;
     /// The task's deadline, if it has one.
     fn deadline(&self) -> Option<Deadline>;
-    /// When it was submitted.
-    fn submitted(&self) -> Instant;
+    /// When it was submitted (`None` with metrics off: no clock read).
+    fn submitted(&self) -> Option<Instant>;
 }
 
 /// The state one task's future, worker and watchdog share.
@@ -67,7 +67,7 @@ pub(crate) struct Shared<R> {
     delivered: AtomicBool,
     state: AtomicU8,
     deadline: Option<Deadline>,
-    submitted: Instant,
+    submitted: Option<Instant>,
     handler: Arc<HandlerCore>,
 }
 
@@ -113,7 +113,7 @@ impl<R: Send> Control for Shared<R> {
         self.deadline
     }
 
-    fn submitted(&self) -> Instant {
+    fn submitted(&self) -> Option<Instant> {
         self.submitted
     }
 }
@@ -137,7 +137,7 @@ impl<R: Send + 'static> Completer<R> {
             delivered: AtomicBool::new(false),
             state: AtomicU8::new(QUEUED),
             deadline,
-            submitted: Instant::now(),
+            submitted: handler.lane.config.metrics.then(Instant::now),
             handler,
         });
         if let Some(d) = deadline {
@@ -373,8 +373,9 @@ impl<A: IntoArgs, R: FromPython + Send + 'static> Chunk for ChunkTask<A, R> {
 
     fn run<'py>(mut self: Box<Self>, py: Python<'py>, func: &Object<'py>, ctx: &RunCtx<'_>) {
         let mut out = Vec::with_capacity(self.inputs.len());
+        // One clock read per input: each `returned` is the next one's start.
+        ctx.begin();
         for a in self.inputs.drain(..) {
-            ctx.began.set(Instant::now());
             let item = contain("argument conversion", || a.into_args(py)).and_then(|args| {
                 let obj = func.call(&args.positional, args.keywords.as_ref())?;
                 contain("result conversion", || R::from_python(&obj))

@@ -95,16 +95,19 @@ pub(crate) fn expired(deadline: Option<Deadline>) -> Error {
 }
 
 /// What a running task sees of its slot: whether its call was interrupted;
-/// and where its run time is recorded.
+/// and where its run time is recorded (nowhere with metrics off: then no
+/// clock is read per task).
 pub(crate) struct RunCtx<'a> {
     pub(crate) slot: &'a Slot,
-    pub(crate) run_time: &'a crate::metrics::Histogram,
-    /// When the task in progress began.
-    pub(crate) began: std::cell::Cell<Instant>,
+    pub(crate) run_time: Option<&'a crate::metrics::Histogram>,
+    /// When the task in progress began (read only with `run_time`).
+    began: std::cell::Cell<Instant>,
 }
 
 impl<'a> RunCtx<'a> {
-    pub(crate) fn new(slot: &'a Slot, run_time: &'a crate::metrics::Histogram) -> Self {
+    /// `run_time`: where run times go, `None` when per-task timing is off
+    /// ([`EngineBuilder::metrics`](crate::EngineBuilder::metrics)).
+    pub(crate) fn new(slot: &'a Slot, run_time: Option<&'a crate::metrics::Histogram>) -> Self {
         RunCtx {
             slot,
             run_time,
@@ -112,13 +115,27 @@ impl<'a> RunCtx<'a> {
         }
     }
 
+    /// A task begins: reads the clock (only when timing) and returns it.
+    pub(crate) fn begin(&self) -> Option<Instant> {
+        self.run_time?;
+        let now = Instant::now();
+        self.began.set(now);
+        Some(now)
+    }
+
     /// After a call of `tasks` tasks returned, before their results are
     /// delivered (so whoever sees a result sees it counted): records their
-    /// run time, and says whether the call was interrupted and why.
+    /// run time, and says whether the call was interrupted and why. The
+    /// clock read here is also the next task's beginning, for callers that
+    /// run tasks back to back (a `map` chunk) and do not call `begin`.
     pub(crate) fn returned(&self, py: Python<'_>, tasks: usize) -> Option<Reason> {
-        let took = self.began.get().elapsed();
-        for _ in 0..tasks {
-            self.run_time.record(took);
+        if let Some(h) = self.run_time {
+            let now = Instant::now();
+            let took = now.saturating_duration_since(self.began.get());
+            for _ in 0..tasks {
+                h.record(took);
+            }
+            self.began.set(now);
         }
         self.interrupted(py)
     }
@@ -127,6 +144,13 @@ impl<'a> RunCtx<'a> {
     /// scheduled interrupt that has not fired yet is dropped then, so it
     /// cannot hit the next call.
     fn interrupted(&self, py: Python<'_>) -> Option<Reason> {
+        // Only an interrupter holding this interpreter's GIL sets the
+        // reason, and the caller holds that GIL now: a plain load sees any
+        // reason set, and nothing can set one between it and the swap. The
+        // load spares a read-modify-write per call on the common path.
+        if self.slot.interrupt.load(Ordering::SeqCst) == 0 {
+            return None;
+        }
         let r = self.slot.interrupt.swap(0, Ordering::SeqCst);
         let reason = Reason::from_u8(r)?;
         py.clear_pending_interrupt();

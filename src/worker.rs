@@ -331,7 +331,8 @@ fn unrunnable(lane: &Lane, control: &dyn Control) -> Option<Error> {
 
 impl Worker {
     fn run_job(&mut self, job: Job) {
-        let start = Instant::now();
+        let timing = self.lane.config.metrics;
+        let start = timing.then(Instant::now);
         let counted = !matches!(job, Job::Resolve { .. });
         if counted {
             crate::metrics::add(&self.slot.stats.batches, 1);
@@ -346,7 +347,7 @@ impl Worker {
                 let _ = reply.send(lookup(&mut self.cache, py, &handler).map(drop));
             }
         }
-        if counted {
+        if let (true, Some(start)) = (counted, start) {
             crate::metrics::add_time(&self.slot.stats.busy_ns, start.elapsed());
         }
     }
@@ -395,15 +396,17 @@ impl Worker {
                 return;
             }
         };
-        let ctx = RunCtx::new(&self.slot, &handler.stats.run);
-        let attached = Instant::now();
+        let ctx = RunCtx::new(&self.slot, self.run_time(&handler));
+        let attached = ctx.begin();
         if handler.options.vectorized {
             self.run_vectorized(py, &func, &handler, &ctx);
         } else {
             self.run_batch(py, &func, &handler, &ctx);
         }
         self.check_health(py, &handler);
-        crate::metrics::add_time(&self.slot.stats.attached_ns, attached.elapsed());
+        if let Some(attached) = attached {
+            crate::metrics::add_time(&self.slot.stats.attached_ns, attached.elapsed());
+        }
     }
 
     /// After a job, still attached: an interpreter whose import system a
@@ -600,9 +603,9 @@ impl Worker {
                 }
                 match self.next_task(&mut inner) {
                     Some((t, c)) => {
-                        let now = Instant::now();
-                        ctx.began.set(now);
-                        handler.stats.wait.record(now.duration_since(c.submitted()));
+                        if let (Some(now), Some(at)) = (ctx.begin(), c.submitted()) {
+                            handler.stats.wait.record(now.saturating_duration_since(at));
+                        }
                         crate::metrics::add(&self.slot.stats.tasks, 1);
                         self.slot.start_run(&mut inner, vec![c]);
                         t
@@ -633,6 +636,11 @@ impl Worker {
             py.clear_pending_interrupt();
         }
         current
+    }
+
+    /// Where `handler`'s run times go: nowhere with metrics off.
+    fn run_time<'h>(&self, handler: &'h HandlerCore) -> Option<&'h crate::metrics::Histogram> {
+        self.lane.config.metrics.then_some(&handler.stats.run)
     }
 
     /// After a panic escaped a job: the tasks it held fail, saying so.

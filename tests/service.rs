@@ -59,6 +59,37 @@ fn metrics_count_a_known_workload() {
     }
 }
 
+#[test]
+fn metrics_off_keeps_the_counters_and_times_nothing() {
+    for mode in common::modes() {
+        let engine = builder(mode).metrics(false).build().unwrap();
+        let inc = engine.load("service_fixture", "inc").unwrap();
+        let futs: Vec<_> = (0..200i64)
+            .map(|i| inc.submit::<_, i64>((i,)).unwrap())
+            .collect();
+        for f in futs {
+            common::resolve(f, GENEROUS).unwrap();
+        }
+        let mapped: i64 = inc
+            .map::<_, _, i64>((0..300i64).map(|i| (i,)))
+            .map(|r| r.unwrap())
+            .sum();
+        assert_eq!(mapped, (1..=300).sum::<i64>());
+        let m = engine.metrics();
+        let h = m.handlers.iter().find(|h| h.function == "inc").unwrap();
+        assert_eq!((h.completed, h.failed, h.in_flight), (h.submitted, 0, 0));
+        assert!(h.submitted >= 201, "{}", h.submitted);
+        assert_eq!((h.run_time.count, h.queue_wait.count), (0, 0));
+        let tasks: u64 = m.workers.iter().map(|w| w.tasks).sum();
+        assert_eq!(tasks, 500);
+        assert!(m
+            .workers
+            .iter()
+            .all(|w| w.busy.is_zero() && w.attached.is_zero()));
+        engine.shutdown();
+    }
+}
+
 /// Both workers are held by gates while a long task and 1,000 short ones
 /// queue in the injector; the worker that takes the long task also moves
 /// some short ones into its own deque (crossbeam moves a batch), and the

@@ -32,6 +32,7 @@ pub struct EngineBuilder {
     max_tasks_per_worker: Option<u64>,
     max_allocated_blocks: Option<usize>,
     allocator: crate::Allocator,
+    metrics: bool,
 }
 
 /// A function every interpreter of a lane runs once, before its first task.
@@ -79,6 +80,7 @@ impl Default for EngineBuilder {
             max_tasks_per_worker: None,
             max_allocated_blocks: None,
             allocator: crate::Allocator::Default,
+            metrics: true,
         }
     }
 }
@@ -149,6 +151,29 @@ impl EngineBuilder {
     /// `GILPOOL_IGNORE_VIRTUAL_ENV=1` in the environment turns it off too.
     pub fn venv_from_env(mut self, on: bool) -> Self {
         self.venv_from_env = on;
+        self
+    }
+    /// Whether workers time every task and job for [`Engine::metrics`]
+    /// (default `true`). Off, no clock is read per task or per job: the
+    /// handlers' `queue_wait` and `run_time` histograms stay empty and the
+    /// workers' `busy` and `attached` times stay zero. Every counter
+    /// (tasks, batches, steals, submitted, completed, failed, cancelled,
+    /// timed out, in flight, interrupts, recycles, …) is kept either way.
+    /// The timing costs two clock reads and two histogram updates per task
+    /// (docs/BENCHMARKS.md has the measured difference).
+    ///
+    /// ```no_run
+    /// # fn main() -> gilpool::Result<()> {
+    /// let engine = gilpool::Engine::builder().sys_path("python").metrics(false).build()?;
+    /// let inc = engine.load("gilpool_workloads", "inc")?;
+    /// assert_eq!(inc.invoke::<_, i64>((1,))?, 2);
+    /// let m = engine.metrics();
+    /// assert_eq!(m.handlers[0].completed, 1);
+    /// assert_eq!(m.handlers[0].run_time.count, 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn metrics(mut self, on: bool) -> Self {
+        self.metrics = on;
         self
     }
     /// How long an idle worker keeps looking for work before it sleeps
@@ -420,6 +445,7 @@ impl EngineBuilder {
             initializers: self.initializers,
             max_tasks: self.max_tasks_per_worker,
             max_blocks: self.max_allocated_blocks,
+            metrics: self.metrics,
         };
         let main_workers = match mode {
             Mode::SingleGil => workers,

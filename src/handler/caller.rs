@@ -288,8 +288,11 @@ where
         s
     });
     core.stats.submitted.fetch_add(1, Ordering::Relaxed);
-    let begun = Instant::now();
-    core.stats.wait.record(Duration::ZERO);
+    let timing = lane.config.metrics;
+    let begun = timing.then(Instant::now);
+    if timing {
+        core.stats.wait.record(Duration::ZERO);
+    }
     crate::metrics::add(&stats.tasks, 1);
     crate::metrics::add(&stats.lent, 1);
     let previous = held::swap(Some((room.home, room.releases.clone())));
@@ -352,7 +355,9 @@ where
         (result, broken)
     };
     held::swap(previous);
-    core.stats.run.record(begun.elapsed());
+    if let Some(begun) = begun {
+        core.stats.run.record(begun.elapsed());
+    }
     core.stats.count(&result);
     if broken {
         *room.retired.lock().unwrap_or_else(|e| e.into_inner()) = Some(core.target());

@@ -33,20 +33,21 @@ impl Worker {
                 return;
             }
         };
-        let began = Instant::now();
-        handler
-            .stats
-            .wait
-            .record(began.duration_since(control.submitted()));
+        let began = self.lane.config.metrics.then(Instant::now);
+        if let (Some(now), Some(at)) = (began, control.submitted()) {
+            handler.stats.wait.record(now.saturating_duration_since(at));
+        }
         crate::metrics::add(&self.slot.stats.tasks, chunk.len() as u64);
         {
             let mut inner = self.slot.lock();
             self.slot.start_run(&mut inner, vec![control]);
         }
-        chunk.run(py, &func, &RunCtx::new(&self.slot, &handler.stats.run));
+        chunk.run(py, &func, &RunCtx::new(&self.slot, self.run_time(handler)));
         self.end_run(py);
         self.check_health(py, handler);
-        crate::metrics::add_time(&self.slot.stats.attached_ns, began.elapsed());
+        if let Some(began) = began {
+            crate::metrics::add_time(&self.slot.stats.attached_ns, began.elapsed());
+        }
     }
 
     pub(super) fn run_vectorized<'py>(
@@ -57,16 +58,14 @@ impl Worker {
         ctx: &RunCtx<'_>,
     ) {
         let mut tasks = Vec::new();
-        let began = Instant::now();
-        ctx.began.set(began);
+        let began = ctx.begin();
         {
             let mut inner = self.slot.lock();
             let mut controls = Vec::new();
             while let Some((t, c)) = self.next_task(&mut inner) {
-                handler
-                    .stats
-                    .wait
-                    .record(began.duration_since(c.submitted()));
+                if let (Some(now), Some(at)) = (began, c.submitted()) {
+                    handler.stats.wait.record(now.saturating_duration_since(at));
+                }
                 tasks.push(t);
                 controls.push(c);
             }
