@@ -22,7 +22,7 @@
 //! of callers cannot starve it, and wakes it under `lock`, so the wakeup
 //! cannot be lost (the `lend` loom models check both).
 
-use super::sync::{AtomicU8, Condvar, Mutex, Ordering};
+use super::sync::{timed_wait, AtomicU8, Condvar, Mutex, Ordering};
 use std::time::Instant;
 
 const WORKER: u8 = 0;
@@ -178,22 +178,4 @@ impl Lend {
     pub(crate) fn is_closed(&self) -> bool {
         self.state.load(Ordering::SeqCst) == CLOSED
     }
-}
-
-#[cfg(not(gilpool_loom))]
-fn timed_wait<'a>(
-    cv: &Condvar,
-    guard: super::sync::MutexGuard<'a, ()>,
-    t: std::time::Duration,
-) -> super::sync::MutexGuard<'a, ()> {
-    cv.wait_timeout(guard, t).unwrap().0
-}
-
-#[cfg(gilpool_loom)]
-fn timed_wait<'a>(
-    cv: &Condvar,
-    guard: super::sync::MutexGuard<'a, ()>,
-    _t: std::time::Duration,
-) -> super::sync::MutexGuard<'a, ()> {
-    cv.wait(guard).unwrap()
 }

@@ -17,7 +17,7 @@
 //! notifies: a release cannot count on later ones (the remaining holders may
 //! be waiting on the blocked acquirer).
 
-use super::sync::{AtomicBool, AtomicUsize, Condvar, Mutex, Ordering};
+use super::sync::{timed_wait, AtomicBool, AtomicUsize, Condvar, Mutex, Ordering};
 use std::time::{Duration, Instant};
 
 /// Why a blocking acquire gave up.
@@ -178,22 +178,4 @@ impl Permits {
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::SeqCst)
     }
-}
-
-#[cfg(not(gilpool_loom))]
-fn timed_wait<'a>(
-    cv: &Condvar,
-    guard: super::sync::MutexGuard<'a, ()>,
-    t: Duration,
-) -> super::sync::MutexGuard<'a, ()> {
-    cv.wait_timeout(guard, t).unwrap().0
-}
-
-#[cfg(gilpool_loom)]
-fn timed_wait<'a>(
-    cv: &Condvar,
-    guard: super::sync::MutexGuard<'a, ()>,
-    _t: Duration,
-) -> super::sync::MutexGuard<'a, ()> {
-    cv.wait(guard).unwrap()
 }

@@ -16,6 +16,26 @@ pub(crate) use loom::sync::{
     Arc, Condvar, Mutex, MutexGuard,
 };
 
+/// Waits on `cv` at most `t` (loom has no clock: there, until notified).
+#[cfg(not(gilpool_loom))]
+pub(crate) fn timed_wait<'a>(
+    cv: &Condvar,
+    guard: MutexGuard<'a, ()>,
+    t: std::time::Duration,
+) -> MutexGuard<'a, ()> {
+    cv.wait_timeout(guard, t).unwrap().0
+}
+
+/// Waits on `cv` at most `t` (loom has no clock: there, until notified).
+#[cfg(gilpool_loom)]
+pub(crate) fn timed_wait<'a>(
+    cv: &Condvar,
+    guard: MutexGuard<'a, ()>,
+    _t: std::time::Duration,
+) -> MutexGuard<'a, ()> {
+    cv.wait(guard).unwrap()
+}
+
 /// Work-stealing deques: crossbeam's, or a loom-visible stand-in.
 #[cfg(not(gilpool_loom))]
 pub(crate) mod deque {
