@@ -127,6 +127,11 @@ impl ChildRun {
             None => panic!("hung: killed after {HANG_LIMIT:?}; {report}"),
             Some(s) => assert!(s.success(), "exited with {s:?}; {report}"),
         }
+        // A case name that matched no test would run nothing and pass.
+        assert!(
+            self.stdout.contains("running 1 test"),
+            "the child ran no test; {report}"
+        );
     }
 }
 
