@@ -6,14 +6,16 @@
 //! deletes it ([`Guests::clear`], before ending the interpreter) or, for
 //! threads that exited, until a later guest sweeps it.
 //!
-//! CPython binds the first thread state a thread makes to that thread for
-//! `PyGILState_*`, and deleting a bound thread state from another thread
-//! unbinds the *deleting* thread instead (3.12, 3.13). So before its first
-//! subinterpreter state, a guest thread gets a main-interpreter thread state
-//! of its own ([`own_main`]): bound to it when it had none, used for its
-//! main-interpreter calls, and deleted only on that thread, when it exits.
-//! Its subinterpreter states are then never bound, and their owner may
-//! delete them from its own thread.
+//! CPython binds a thread for `PyGILState_*` to the last thread state it
+//! activated (3.12, 3.13: every attach of an unbound state rebinds), and
+//! deleting a bound thread state from another thread unbinds the *deleting*
+//! thread instead, leaving the owner's binding dangling. So a guest thread
+//! has a main-interpreter thread state of its own ([`own_main`]), used for
+//! its main-interpreter calls and deleted only on that thread, when it
+//! exits; after every call through a subinterpreter state the thread
+//! activates its own state again for a moment ([`rebind_own_main`]), so
+//! its subinterpreter states are never bound while idle, and their owner
+//! may delete them from its own thread.
 //!
 //! A thread's own main state is not counted among the worker thread states
 //! that keep [`Runtime::finalize_within`](crate::Runtime::finalize_within)
@@ -131,6 +133,21 @@ fn own_main() -> (*mut ffi::PyThreadState, Arc<AtomicBool>) {
     })
 }
 
+/// Makes the current thread's own main-interpreter state its
+/// `PyGILState_*` state again, after a call through a subinterpreter guest
+/// state (see the module docs). Takes the main interpreter's GIL for a
+/// moment. The thread must not be attached.
+pub fn rebind_own_main() {
+    let (main, _) = own_main();
+    // SAFETY: `main` is this thread's own idle main state (live while the
+    // runtime runs: a guest runs calls only on a running runtime); attaching
+    // and detaching it at once rebinds the thread to it.
+    unsafe {
+        ffi::PyEval_RestoreThread(main);
+        ffi::PyEval_SaveThread();
+    }
+}
+
 /// One guest's thread state in a subinterpreter.
 #[derive(Debug)]
 struct Entry {
@@ -193,7 +210,9 @@ impl Guests {
         }
         // SAFETY: the interpreter is live (caller's contract); the thread
         // already has a bound state (`own_main`), so this one is not bound
-        // and its owner may delete it from another thread.
+        // now, and after each use the caller rebinds the thread to its own
+        // state (`rebind_own_main`), so its owner may delete it from another
+        // thread.
         let tstate = unsafe { ffi::PyThreadState_New(self.interp.ptr) };
         assert!(
             !tstate.is_null(),
@@ -263,7 +282,8 @@ fn delete(_py: Python<'_>, entries: Vec<Entry>) {
         // SAFETY: attached to the entry's interpreter (`_py`); the state is
         // another thread's, idle (its thread is gone, or cannot attach: the
         // lend is held by us or closed), and not bound for PyGILState_*
-        // (`make_state`), so Clear then Delete from here frees it cleanly.
+        // (`make_state`, `rebind_own_main`), so Clear then Delete from here
+        // frees it cleanly.
         unsafe {
             ffi::PyThreadState_Clear(e.tstate);
             ffi::PyThreadState_Delete(e.tstate);

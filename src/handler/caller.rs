@@ -354,6 +354,12 @@ where
         drop(cache);
         (result, broken)
     };
+    if room.interp.id() != 0 {
+        // CPython bound this thread to the guest state while attached;
+        // point it back at the thread's own state before the lend is given
+        // back, so the worker may delete the guest state.
+        guest::rebind_own_main();
+    }
     held::swap(previous);
     if let Some(begun) = begun {
         core.stats.run.record(begun.elapsed());
