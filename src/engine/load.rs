@@ -74,6 +74,12 @@ impl HandlerBuilder<'_> {
     /// lanes that recycle interpreters by count or memory, always queue: a
     /// deadline needs a worker that can be given up on, and recycling
     /// happens on the worker's thread between its tasks.
+    ///
+    /// After a caller's call in a subinterpreter, the calling thread takes
+    /// the main interpreter's GIL for a moment (to give CPython's
+    /// `PyGILState` binding back to the thread's own state); in an engine
+    /// whose main lane keeps that GIL busy, turn this off for sub-lane
+    /// handlers.
     pub fn caller_runs(mut self, on: bool) -> Self {
         self.options.caller_runs = on;
         self
