@@ -3,7 +3,7 @@
 
 Usage::
 
-    python gilpool_baselines.py --workload heavy|trivial --tasks N --workers W
+    python gilpool_baselines.py --workload heavy|library|trivial --tasks N --workers W
                                 [--only name,name] [--repeat R]
                                 [--start-method fork|spawn|forkserver]
     python gilpool_baselines.py --serve --workload ... --tasks N --workers W [--only ...]
@@ -17,6 +17,9 @@ Workloads (the functions live in ``gilpool_workloads.py`` next to this file):
 
 * ``heavy``   -- task ``i`` is ``gilpool_workloads.heavy(HEAVY_N)`` (~1 ms on
   3.13 on the dev VM); every result must equal ``HEAVY_RESULT``.
+* ``library`` -- task ``i`` is ``gilpool_workloads.library(LIBRARY_N)``: a
+  ``difflib`` diff (~1 ms), a real pure-Python library that allocates as it
+  goes; every result must be equal.
 * ``trivial`` -- task ``i`` is ``gilpool_workloads.inc(i)``; result ``i + 1``.
 
 Entries (``--only`` takes a comma-separated subset, in any order; the output
@@ -77,9 +80,9 @@ Output schema (one JSON object)::
     {
       "tool": "gilpool_baselines", "python": "3.13.0", "implementation": "CPython",
       "executable": "/path/to/python3", "cpus": 2, "affinity_cpus": 2,
-      "platform": "...", "workload": "heavy" | "trivial",
-      "function": "gilpool_workloads.heavy" | "gilpool_workloads.inc",
-      "arg": 4300 | "i", "heavy_n": 4300, "tasks": N, "workers": W, "repeat": R,
+      "platform": "...", "workload": "heavy" | "library" | "trivial",
+      "function": "gilpool_workloads.heavy" | "...library" | "...inc",
+      "arg": 4300 | 100 | "i", "heavy_n": 4300, "tasks": N, "workers": W, "repeat": R,
       "start_method": "fork", "loadavg_before": [1m, 5m, 15m] | null,
       "loadavg_after": [...] | null, "foreign_cpu_pct": float | null,
       "total_s": float, "note": "...",
@@ -155,17 +158,27 @@ def log(msg):
 # workload description
 
 
+#: The workloads whose every task takes the same argument, and that argument.
+CONSTANT = {"heavy": W.HEAVY_N, "library": W.LIBRARY_N}
+
+
+def workload_function(kind):
+    """The name of the ``gilpool_workloads`` function of workload ``kind``."""
+    return kind if kind in CONSTANT else "inc"
+
+
 class Workload(object):
     """The task list of one run: function name, per-task args, expected results."""
 
     def __init__(self, kind, tasks):
-        """Build the workload ``kind`` ("heavy" or "trivial") with ``tasks`` tasks."""
+        """Build the workload ``kind`` ("heavy", "library" or "trivial") with ``tasks`` tasks."""
         self.kind = kind
         self.tasks = tasks
-        if kind == "heavy":
-            self.fname = "heavy"
-            self.args = [W.HEAVY_N] * tasks
-            value = W.heavy(W.HEAVY_N)
+        if kind in CONSTANT:
+            self.fname = kind
+            arg = CONSTANT[kind]
+            self.args = [arg] * tasks
+            value = getattr(W, kind)(arg)
             self.expected = [value] * tasks
         elif kind == "trivial":
             self.fname = "inc"
@@ -182,8 +195,8 @@ class Workload(object):
 
 def share_args(kind, lo, hi):
     """The args of tasks ``lo..hi`` (same as ``Workload.args[lo:hi]``), cheap to rebuild anywhere."""
-    if kind == "heavy":
-        return [W.HEAVY_N] * (hi - lo)
+    if kind in CONSTANT:
+        return [CONSTANT[kind]] * (hi - lo)
     return list(range(lo, hi))
 
 
@@ -488,6 +501,8 @@ def _run_share(fn, args):
 def _share_args(kind, lo, hi):
     if kind == "heavy":
         return [_W.HEAVY_N] * (hi - lo)
+    if kind == "library":
+        return [_W.LIBRARY_N] * (hi - lo)
     return list(range(lo, hi))
 
 def _dump(path, value):
@@ -641,7 +656,7 @@ def ceiling_child(kind, lo, hi, where="main"):
         iid = api.create()
         tmpdir = tempfile.mkdtemp(prefix="gilpool_ceiling_sub_")
         path = os.path.join(tmpdir, "share.marshal")
-        api.run(iid, SUB_SETUP.format(here=HERE, fname="heavy" if kind == "heavy" else "inc", kind=kind))
+        api.run(iid, SUB_SETUP.format(here=HERE, fname=workload_function(kind), kind=kind))
         api.run(iid, SUB_PREPARE, {"_kind": kind, "_lo": lo, "_hi": hi, "_out": path})
 
         def run():
@@ -649,7 +664,7 @@ def ceiling_child(kind, lo, hi, where="main"):
             with open(path, "rb") as fh:
                 return marshal.loads(fh.read())
     else:
-        fn = W.heavy if kind == "heavy" else W.inc
+        fn = getattr(W, workload_function(kind))
         args = share_args(kind, lo, hi)
         run_share(fn, args[:20])
 
@@ -804,7 +819,7 @@ def parse_args(argv):
     """Parse the command line (see the module docstring)."""
     p = argparse.ArgumentParser(
         description="Measure Python-side baselines for gilpool; prints one JSON object on stdout.")
-    p.add_argument("--workload", choices=["heavy", "trivial"], default="heavy")
+    p.add_argument("--workload", choices=["heavy", "library", "trivial"], default="heavy")
     p.add_argument("--tasks", type=int, default=2000)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--repeat", type=int, default=3, help="best of R (default 3)")
@@ -846,7 +861,7 @@ def report_header(ns, wl, start_method):
         "platform": platform.platform(),
         "workload": ns.workload,
         "function": "gilpool_workloads." + wl.fname,
-        "arg": W.HEAVY_N if ns.workload == "heavy" else "i",
+        "arg": CONSTANT.get(ns.workload, "i"),
         "heavy_n": W.HEAVY_N,
         "tasks": ns.tasks,
         "workers": ns.workers,

@@ -12,6 +12,8 @@ Functions
 ``heavy(n=HEAVY_N)``       -> deterministic CPU-bound integer loop, ~1 ms at
                               ``HEAVY_N`` under CPython 3.13 on the 2-vCPU dev VM.
 ``heavy_batch(xs)``        -> ``[heavy(x) for x in xs]`` (batched handlers).
+``library(n=LIBRARY_N)``   -> diffs two generated word lists with ``difflib`` (a real
+                              pure-Python library that allocates as it goes), ~0.3-1 ms.
 ``spin(ms)``               -> busy-waits ``ms`` milliseconds of wall time, returns ``ms``.
 ``fib(n)``                 -> naive recursive Fibonacci (CPU load; exponential).
 ``fib_fast(n)``            -> iterative Fibonacci (big values, e.g. ``fib_fast(200)``).
@@ -37,6 +39,8 @@ __all__ = [
     "inc",
     "heavy",
     "heavy_batch",
+    "LIBRARY_N",
+    "library",
     "spin",
     "fib",
     "fib_fast",
@@ -98,6 +102,39 @@ def heavy(n=HEAVY_N):
 def heavy_batch(xs):
     """Batched form of :func:`heavy`: list in, list out, same order."""
     return [heavy(x) for x in xs]
+
+
+#: Word count for :func:`library` used by the benches: 0.59 ms per call
+#: (sequential, 3.13.0, ``gilpool bench --workload library`` at 18:05 UTC on
+#: 2026-12-02, the development VM running about 3x slower than when quiet).
+LIBRARY_N = 80
+
+
+def library(n=LIBRARY_N):
+    """Diff two generated lists of ``n`` words with :mod:`difflib`; return a checksum.
+
+    The "real library" workload: ``difflib.SequenceMatcher`` and
+    ``difflib.unified_diff`` are pure Python and build dicts, lists, tuples and
+    strings as they go, so -- unlike :func:`heavy` -- the object allocator is
+    on the hot path.  The words come from the same MINSTD generator as
+    :func:`heavy`; the second list has every 7th word replaced and every 29th
+    (from the 4th) removed.  Deterministic: the result depends on ``n`` only.
+    """
+    import difflib
+
+    words = []
+    x = 12345
+    for _ in range(n):
+        x = (x * 48271) % _MOD
+        words.append("w%d" % (x % 4099))
+    other = list(words)
+    for i in range(0, n, 7):
+        other[i] = "x%d" % (i % 13)
+    del other[3::29]
+    matcher = difflib.SequenceMatcher(None, words, other, autojunk=False)
+    blocks = matcher.get_matching_blocks()
+    lines = sum(1 for _ in difflib.unified_diff(words, other, lineterm="", n=1))
+    return sum(b.size for b in blocks) * 1000003 + len(blocks) * 1009 + lines
 
 
 def spin(ms):

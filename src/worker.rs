@@ -131,7 +131,11 @@ pub(crate) fn run(start: WorkerStart) {
                 let now = Instant::now();
                 let since = *idle_since.get_or_insert(now);
                 if now.duration_since(since) < spin {
-                    std::hint::spin_loop();
+                    // Yield, not a pause instruction: a worker between jobs
+                    // gives its core to whoever is runnable (the submitting
+                    // thread, on a host with no core to spare) and is back
+                    // within a scheduler round trip when it is not.
+                    std::thread::yield_now();
                     return Idle::Published;
                 }
                 Idle::Sleep(deadline.map(|d| d.saturating_duration_since(now)))

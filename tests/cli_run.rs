@@ -598,7 +598,13 @@ fn a_closed_output_stops_quietly() {
     let input = tmp.file("many.jsonl", &many);
     let (lines, out) = run_closing_stdout_after(&["python/gilpool_workloads.py:inc"], &input, 2);
     assert_eq!(lines, ["{\"ok\": 1}\n", "{\"ok\": 2}\n"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{} (signal {:?})",
+        stderr(&out),
+        std::os::unix::process::ExitStatusExt::signal(&out.status)
+    );
     // No error; the summary counts at least the lines read.
     assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
     let (ok, failed, timed_out) = summary(&stderr(&out));
@@ -614,7 +620,13 @@ fn a_closed_output_stops_quietly() {
         "{}",
         lines[0]
     );
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{} (signal {:?})",
+        stderr(&out),
+        std::os::unix::process::ExitStatusExt::signal(&out.status)
+    );
 }
 
 #[test]

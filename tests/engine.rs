@@ -367,6 +367,7 @@ fn same_results_in_every_mode_and_in_plain_python() {
         exe = engine.python_executable().to_string();
         let heavy = engine.load("gilpool_workloads", "heavy").unwrap();
         let stdlib = engine.load("gilpool_workloads", "use_stdlib").unwrap();
+        let library = engine.load("gilpool_workloads", "library").unwrap();
         let a: Vec<i64> = heavy
             .map((0..n).map(|i| (100 + i,)))
             .collect::<Result<_, _>>()
@@ -375,10 +376,14 @@ fn same_results_in_every_mode_and_in_plain_python() {
             .map((0..n).map(|i| (i,)))
             .collect::<Result<_, _>>()
             .unwrap();
-        per_mode.push((a, b));
+        let c: Vec<i64> = library
+            .map((0..n).map(|i| (10 + i,)))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        per_mode.push((a, b, c));
     }
     let code = format!(
-        "import json, gilpool_workloads as w\nprint(json.dumps([[w.heavy(100 + i) for i in range({n})], [w.use_stdlib(i) for i in range({n})]]))"
+        "import json, gilpool_workloads as w\nprint(json.dumps([[w.heavy(100 + i) for i in range({n})], [w.use_stdlib(i) for i in range({n})], [w.library(10 + i) for i in range({n})]]))"
     );
     let out = std::process::Command::new(&exe)
         .arg("-c")
@@ -398,8 +403,15 @@ fn same_results_in_every_mode_and_in_plain_python() {
         .iter()
         .map(|v| v.as_i64().unwrap())
         .collect();
-    for (a, b) in &per_mode {
+    let plain_library: Vec<i64> = plain[2]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect();
+    for (a, b, c) in &per_mode {
         assert_eq!(a, &plain_heavy);
+        assert_eq!(c, &plain_library);
         let as_json: Vec<serde_json::Value> = b
             .iter()
             .map(|v| match v {

@@ -177,7 +177,9 @@ impl EngineBuilder {
         self
     }
     /// How long an idle worker keeps looking for work before it sleeps
-    /// (default 50 µs; zero sleeps at once).
+    /// (default 50 µs; zero sleeps at once). Between looks it yields its
+    /// core (`sched_yield`), so on a host with no core to spare the thread
+    /// submitting the work runs instead of a searching worker.
     pub fn idle_spin(mut self, spin: Duration) -> Self {
         self.idle_spin = spin;
         self

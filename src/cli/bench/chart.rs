@@ -176,6 +176,10 @@ impl<'r> Panel<'r> {
                 "heavy: gilpool_workloads.heavy() ~1 ms/task, {} tasks — tasks/s (higher is better)",
                 self.run.tasks
             ),
+            Workload::Library => format!(
+                "library: gilpool_workloads.library() (difflib), {} tasks — tasks/s (higher is better)",
+                self.run.tasks
+            ),
             Workload::Trivial => format!(
                 "trivial: gilpool_workloads.inc(i), {} tasks — wall µs per task, log scale (lower is better)",
                 self.run.tasks

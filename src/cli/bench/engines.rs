@@ -70,7 +70,7 @@ fn gilpool_grouping((batch, chunks): (usize, MapChunks)) -> String {
 pub(super) struct GilpoolSide {
     pub(super) engines: Vec<Engine>,
     pub(super) slots: Vec<Slot>,
-    /// The heavy result seen while warming up.
+    /// The heavy (or library) result seen while warming up.
     pub(super) expected: Option<i64>,
 }
 
@@ -100,7 +100,7 @@ pub(super) fn start_gilpool(
                 .map_err(|e| format!("cannot load gilpool_workloads.{}: {e}", wl.function()))?;
             // Warm every worker (import, first-call caches) off the clock.
             let warm = match wl {
-                Workload::Heavy => 4 * workers,
+                Workload::Heavy | Workload::Library => 4 * workers,
                 Workload::Trivial => 8 * 64 * workers,
             };
             let (_, ok, value) = run_map(&h, wl, warm, expected)?;
@@ -142,8 +142,9 @@ fn mode_key(mode: Mode) -> &'static str {
 }
 
 /// Runs `tasks` tasks through `h.map` and times it. Returns (seconds,
-/// every result as expected, the heavy result seen). Heavy tasks call
-/// `heavy()` (its default `HEAVY_N`) and must all return the same value,
+/// every result as expected, the constant result seen). Heavy and library
+/// tasks call `heavy()` or `library()` with its default argument and must
+/// all return the same value,
 /// `expected` when given; trivial task `i` must return `i + 1`.
 pub(super) fn run_map(
     h: &Handler,
@@ -155,7 +156,7 @@ pub(super) fn run_map(
     let mut seen = expected;
     let start = Instant::now();
     match wl {
-        Workload::Heavy => {
+        Workload::Heavy | Workload::Library => {
             for r in h.map::<_, _, i64>((0..tasks).map(|_| ())) {
                 let v = r.map_err(|e| e.to_string())?;
                 match seen {

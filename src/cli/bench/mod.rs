@@ -61,6 +61,9 @@ use std::time::Instant;
 pub(crate) enum WorkloadArg {
     /// `gilpool_workloads.heavy()`: about 1 ms of pure-Python CPU work.
     Heavy,
+    /// `gilpool_workloads.library()`: a `difflib` diff (a few hundred µs), a real
+    /// pure-Python library that allocates as it goes.
+    Library,
     /// `gilpool_workloads.inc(i)`: per-task overhead (plus the latency section).
     Trivial,
     /// Both, heavy first.
@@ -73,7 +76,7 @@ pub(crate) struct BenchArgs {
     /// Which workload(s) to run; the latency section runs with `trivial`.
     #[arg(long, value_enum, default_value_t = WorkloadArg::Both)]
     workload: WorkloadArg,
-    /// Tasks per timed run of the heavy workload.
+    /// Tasks per timed run of the heavy (and library) workload.
     #[arg(long, default_value_t = 1000)]
     tasks_heavy: usize,
     /// Tasks per timed run of the trivial workload.
@@ -130,6 +133,7 @@ pub(crate) fn main(args: BenchArgs) -> ExitCode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Workload {
     Heavy,
+    Library,
     Trivial,
 }
 
@@ -137,6 +141,7 @@ impl Workload {
     fn name(self) -> &'static str {
         match self {
             Workload::Heavy => "heavy",
+            Workload::Library => "library",
             Workload::Trivial => "trivial",
         }
     }
@@ -144,6 +149,7 @@ impl Workload {
     fn function(self) -> &'static str {
         match self {
             Workload::Heavy => "heavy",
+            Workload::Library => "library",
             Workload::Trivial => "inc",
         }
     }
@@ -152,7 +158,7 @@ impl Workload {
     /// (guided chunks), the row the paired comparisons use.
     fn variants(self) -> &'static [(usize, MapChunks)] {
         match self {
-            Workload::Heavy => &[(1, MapChunks::Guided), (1, MapChunks::Batch)],
+            Workload::Heavy | Workload::Library => &[(1, MapChunks::Guided), (1, MapChunks::Batch)],
             Workload::Trivial => &[
                 (64, MapChunks::Guided),
                 (64, MapChunks::Batch),
@@ -308,6 +314,7 @@ fn run(args: BenchArgs) -> Result<bool, String> {
     }
     let workloads: &[Workload] = match args.workload {
         WorkloadArg::Heavy => &[Workload::Heavy],
+        WorkloadArg::Library => &[Workload::Library],
         WorkloadArg::Trivial => &[Workload::Trivial],
         WorkloadArg::Both => &[Workload::Heavy, Workload::Trivial],
     };
@@ -327,7 +334,7 @@ fn run(args: BenchArgs) -> Result<bool, String> {
     let mut runs = Vec::new();
     for &wl in workloads {
         let tasks = match wl {
-            Workload::Heavy => args.tasks_heavy,
+            Workload::Heavy | Workload::Library => args.tasks_heavy,
             Workload::Trivial => args.tasks_trivial,
         };
         runs.push(measure_workload(

@@ -80,6 +80,7 @@ pub(super) fn print_report(
         println!();
         let what = match run.workload {
             Workload::Heavy => "gilpool_workloads.heavy() (~1 ms of pure Python)",
+            Workload::Library => "gilpool_workloads.library() (difflib, a pure-Python library)",
             Workload::Trivial => "gilpool_workloads.inc(i) (per-task overhead)",
         };
         println!("## {}: {what}, {} tasks", run.workload.name(), run.tasks);
