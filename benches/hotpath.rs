@@ -11,26 +11,15 @@
 //! `cargo bench --bench hotpath` (about a minute and a half). Compare the
 //! rows of a pair within one run: the host moves absolute figures.
 
+mod common;
+
+use common::{modes, workloads};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use gilpool::{Engine, MapChunks, Mode};
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::time::Duration;
 
 const TASKS: i64 = 1024;
-
-fn workloads() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python")
-}
-
-fn modes() -> Vec<Mode> {
-    let mut out = Vec::new();
-    if Mode::SubInterpreters.is_supported() {
-        out.push(Mode::SubInterpreters);
-    }
-    out.push(Mode::SingleGil);
-    out
-}
 
 fn engine(mode: Mode, workers: usize, metrics: bool) -> Engine {
     Engine::builder()

@@ -265,16 +265,6 @@ impl Guests {
         let all = std::mem::take(&mut *self.entries.lock().unwrap_or_else(|e| e.into_inner()));
         delete(py, all);
     }
-
-    /// How many guest states this interpreter holds.
-    pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-
-    /// Whether it holds none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 fn delete(_py: Python<'_>, entries: Vec<Entry>) {
