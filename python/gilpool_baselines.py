@@ -18,8 +18,8 @@ Workloads (the functions live in ``gilpool_workloads.py`` next to this file):
 * ``heavy``   -- task ``i`` is ``gilpool_workloads.heavy(HEAVY_N)`` (~1 ms on
   3.13 on the dev VM); every result must equal ``HEAVY_RESULT``.
 * ``library`` -- task ``i`` is ``gilpool_workloads.library(LIBRARY_N)``: a
-  ``difflib`` diff (~1 ms), a real pure-Python library that allocates as it
-  goes; every result must be equal.
+  ``difflib`` diff (a few hundred µs), a real pure-Python library that
+  allocates as it goes; every result must be equal.
 * ``trivial`` -- task ``i`` is ``gilpool_workloads.inc(i)``; result ``i + 1``.
 
 Entries (``--only`` takes a comma-separated subset, in any order; the output
@@ -82,7 +82,7 @@ Output schema (one JSON object)::
       "executable": "/path/to/python3", "cpus": 2, "affinity_cpus": 2,
       "platform": "...", "workload": "heavy" | "library" | "trivial",
       "function": "gilpool_workloads.heavy" | "...library" | "...inc",
-      "arg": 4300 | 100 | "i", "heavy_n": 4300, "tasks": N, "workers": W, "repeat": R,
+      "arg": 4300 | 80 | "i", "heavy_n": 4300, "tasks": N, "workers": W, "repeat": R,
       "start_method": "fork", "loadavg_before": [1m, 5m, 15m] | null,
       "loadavg_after": [...] | null, "foreign_cpu_pct": float | null,
       "total_s": float, "note": "...",
@@ -159,7 +159,7 @@ def log(msg):
 
 
 #: The workloads whose every task takes the same argument, and that argument.
-CONSTANT = {"heavy": W.HEAVY_N, "library": W.LIBRARY_N}
+CONSTANT = W.BENCH_ARGS
 
 
 def workload_function(kind):
@@ -499,10 +499,8 @@ def _run_share(fn, args):
     return [fn(a) for a in args]
 
 def _share_args(kind, lo, hi):
-    if kind == "heavy":
-        return [_W.HEAVY_N] * (hi - lo)
-    if kind == "library":
-        return [_W.LIBRARY_N] * (hi - lo)
+    if kind in _W.BENCH_ARGS:
+        return [_W.BENCH_ARGS[kind]] * (hi - lo)
     return list(range(lo, hi))
 
 def _dump(path, value):

@@ -41,6 +41,7 @@ __all__ = [
     "heavy_batch",
     "LIBRARY_N",
     "library",
+    "BENCH_ARGS",
     "spin",
     "fib",
     "fib_fast",
@@ -135,6 +136,11 @@ def library(n=LIBRARY_N):
     blocks = matcher.get_matching_blocks()
     lines = sum(1 for _ in difflib.unified_diff(words, other, lineterm="", n=1))
     return sum(b.size for b in blocks) * 1000003 + len(blocks) * 1009 + lines
+
+
+#: The bench workloads whose every task takes the same argument: function
+#: name -> that argument (the benches and ``gilpool_baselines.py`` use it).
+BENCH_ARGS = {"heavy": HEAVY_N, "library": LIBRARY_N}
 
 
 def spin(ms):

@@ -132,6 +132,17 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Asserts the child exited with `code`; names the signal if one ended it.
+fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{} (signal {:?})",
+        stderr(out),
+        std::os::unix::process::ExitStatusExt::signal(&out.status)
+    );
+}
+
 /// The counts of the summary, which must be stderr's last line and read
 /// exactly `N ok, M failed (K timed out) in T s` (T with one decimal).
 fn summary(stderr: &str) -> (u64, u64, u64) {
@@ -598,13 +609,7 @@ fn a_closed_output_stops_quietly() {
     let input = tmp.file("many.jsonl", &many);
     let (lines, out) = run_closing_stdout_after(&["python/gilpool_workloads.py:inc"], &input, 2);
     assert_eq!(lines, ["{\"ok\": 1}\n", "{\"ok\": 2}\n"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{} (signal {:?})",
-        stderr(&out),
-        std::os::unix::process::ExitStatusExt::signal(&out.status)
-    );
+    assert_exit(&out, 0);
     // No error; the summary counts at least the lines read.
     assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
     let (ok, failed, timed_out) = summary(&stderr(&out));
@@ -620,13 +625,7 @@ fn a_closed_output_stops_quietly() {
         "{}",
         lines[0]
     );
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{} (signal {:?})",
-        stderr(&out),
-        std::os::unix::process::ExitStatusExt::signal(&out.status)
-    );
+    assert_exit(&out, 1);
 }
 
 #[test]

@@ -397,18 +397,14 @@ fn same_results_in_every_mode_and_in_plain_python() {
         String::from_utf8_lossy(&out.stderr)
     );
     let plain: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let plain_heavy: Vec<i64> = plain[0]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_i64().unwrap())
-        .collect();
-    let plain_library: Vec<i64> = plain[2]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_i64().unwrap())
-        .collect();
+    let ints = |v: &serde_json::Value| -> Vec<i64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect()
+    };
+    let (plain_heavy, plain_library) = (ints(&plain[0]), ints(&plain[2]));
     for (a, b, c) in &per_mode {
         assert_eq!(a, &plain_heavy);
         assert_eq!(c, &plain_library);
