@@ -45,15 +45,17 @@ for line in sys.stdin:
             and "test" in t.get("kind", []) and m.get("executable"):
         print(m["executable"])' "$1" | tail -1
 }
-cargo test --release --test engine --test values --test faults --no-run
+cargo test --release --test engine --test values --test faults --test exit_clean --no-run
 engine=$(binary engine)
 values=$(binary values)
 faults=$(binary faults)
-for b in "$engine" "$values" "$faults"; do
+exit_clean=$(binary exit_clean)
+for b in "$engine" "$values" "$faults" "$exit_clean"; do
     [ -x "$b" ] || { echo "valgrind: test binary not found ($b)" >&2; exit 1; }
 done
 
 # name | environment | binary | test. Engine start and stop in both modes,
+# engines of many workers creating their interpreters at once (3.13),
 # conversions both ways, Python and load errors, panics, cancellation,
 # deadlines, interrupts, quarantine and bounded shutdown.
 CASES=(
@@ -66,6 +68,7 @@ CASES=(
     "engine-panics||$engine|panics_in_commit_or_callback_fail_only_that_task"
     "engine-map||$engine|map_chunks_keep_order_and_fail_item_by_item"
     "engine-after-shutdown||$engine|submit_after_shutdown_is_a_shutdown_error"
+    "creation-overlap|GILPOOL_EXIT_CHILD=1 GILPOOL_EXIT_ROUNDS=2|$exit_clean|many_workers_created_together_use_the_stdlib_and_exit_zero"
     "values-typed||$values|typed_containers_round_trip"
     "values-python-types||$values|python_side_types_are_the_expected_ones"
     "values-proptest|PROPTEST_CASES=64|$values|value_round_trips"
@@ -100,7 +103,7 @@ for case in "${CASES[@]}"; do
     selected "$name" || continue
     t0=$SECONDS
     rc=0
-    # shellcheck disable=SC2086 # $env is empty or one VAR=value word
+    # shellcheck disable=SC2086 # $env is empty or VAR=value words
     timeout "${VALGRIND_CASE_TIMEOUT:-900}" env PYTHONMALLOC=malloc $env valgrind --tool=memcheck \
         --error-exitcode=99 \
         --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite \

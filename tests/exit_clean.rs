@@ -2,6 +2,11 @@
 //! the process exits 0 (pitfall 1 in DESIGN.md). Each case re-runs this test
 //! binary as a child process and checks its exit status, so a crash in
 //! `Py_EndInterpreter` or `Py_FinalizeEx` fails the test instead of the run.
+//!
+//! On CPython 3.13 the workers of one engine create their interpreters at
+//! the same time (3.12 creates them one at a time); the last case builds
+//! engines of many workers over and over, so creations overlap each other
+//! and the stdlib imports of workers already up.
 
 mod common;
 
@@ -56,4 +61,64 @@ fn stdlib_in_every_subinterpreter_without_finalize_exits_zero() {
         return child(false, 2);
     }
     run_child("stdlib_in_every_subinterpreter_without_finalize_exits_zero");
+}
+
+/// Workers per engine in the overlapping-creation case: more than the cores
+/// here, so creations overlap whatever the scheduler does.
+const MANY: usize = 8;
+
+/// Builds and shuts down `rounds` engines of [`MANY`] workers. Each worker's
+/// initializer imports and uses datetime, decimal, hashlib, json and re as
+/// soon as its interpreter exists, while other workers may still be
+/// creating theirs; then every worker's results are checked against the
+/// main interpreter's.
+fn many_workers_child(rounds: usize) {
+    let reference = builder(Mode::SingleGil).workers(1).build().unwrap();
+    let expected: Vec<Value> = reference
+        .load("gilpool_workloads", "use_stdlib")
+        .unwrap()
+        .map((0..64).map(|i| (i,)))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    reference.shutdown();
+    for round in 0..rounds {
+        let engine = builder(Mode::Auto)
+            .workers(MANY)
+            .initializer(
+                "gilpool_workloads",
+                "use_stdlib",
+                [Value::from(round as i64)],
+            )
+            .build()
+            .unwrap_or_else(|e| panic!("round {round}: {MANY} workers: {e}"));
+        let got: Vec<Value> = engine
+            .load("gilpool_workloads", "use_stdlib")
+            .unwrap()
+            .map((0..64).map(|i| (i,)))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            got, expected,
+            "round {round}: results differ from the main interpreter's"
+        );
+        let report = engine.shutdown();
+        assert!(
+            report.drained && report.abandoned == 0,
+            "round {round}: {report:?}"
+        );
+    }
+    gilpool::finalize().unwrap();
+}
+
+#[test]
+fn many_workers_created_together_use_the_stdlib_and_exit_zero() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        // ci/valgrind.sh runs the child directly, with fewer rounds.
+        let rounds = std::env::var("GILPOOL_EXIT_ROUNDS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(6);
+        return many_workers_child(rounds);
+    }
+    run_child("many_workers_created_together_use_the_stdlib_and_exit_zero");
 }

@@ -7,13 +7,17 @@ use crate::runtime::{Runtime, LIVE_THREAD_STATES};
 use pyo3_ffi as ffi;
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-/// Serialises interpreter creation and destruction across threads. Python
-/// serialises parts of both itself; the rest (module finalisation touching
-/// shared static types) crashed here when run concurrently.
-static LIFECYCLE: Mutex<()> = Mutex::new(());
+/// Orders interpreter creation and destruction across threads. Ending an
+/// interpreter is exclusive: module finalisation touching shared static
+/// types crashed here when it ran beside another creation or ending. On
+/// 3.13 creations take the lock shared, so the workers of a pool create
+/// their interpreters at the same time (CPython's own test suite creates
+/// interpreters from many threads at once there); on 3.12, where concurrent
+/// creation has known races, they take it exclusively, one at a time.
+static LIFECYCLE: RwLock<()> = RwLock::new(());
 
 /// A worker's thread state: what it attaches through.
 pub trait WorkerState {
@@ -61,7 +65,10 @@ impl SubInterpreter {
             gil: ffi::PyInterpreterConfig_OWN_GIL,
         };
         validate(&config)?;
-        let _serial = LIFECYCLE.lock().unwrap_or_else(|e| e.into_inner());
+        #[cfg(Py_3_13)]
+        let _order = LIFECYCLE.read().unwrap_or_else(|e| e.into_inner());
+        #[cfg(not(Py_3_13))]
+        let _order = LIFECYCLE.write().unwrap_or_else(|e| e.into_inner());
         let mut tstate: *mut ffi::PyThreadState = std::ptr::null_mut();
         // SAFETY: the runtime is initialised (`&Runtime` exists); this thread
         // has no thread state attached; `config` is valid for the call.
@@ -134,7 +141,7 @@ fn end_sub(tstate: *mut ffi::PyThreadState) {
     // SAFETY: `tstate` is this thread's live, detached subinterpreter thread state.
     let guard = unsafe { Attached::new(tstate) };
     flush_std_streams(guard.py());
-    let _serial = LIFECYCLE.lock().unwrap_or_else(|e| e.into_inner());
+    let _exclusive = LIFECYCLE.write().unwrap_or_else(|e| e.into_inner());
     guard.forget();
     // SAFETY: attached through the interpreter's only thread state, on the
     // thread that created it; Py_EndInterpreter leaves no current state.
