@@ -346,13 +346,43 @@ where
 pub(crate) trait Chunk: Send {
     /// The chunk's shared state (its one future).
     fn control(&self) -> Arc<dyn Control>;
-    /// Runs every input, attached.
-    fn run<'py>(self: Box<Self>, py: Python<'py>, func: &Object<'py>, ctx: &RunCtx<'_>);
+    /// Runs every input, attached: through `loops` when given (one call
+    /// into Python for the chunk), else one call per input.
+    fn run<'py>(
+        self: Box<Self>,
+        py: Python<'py>,
+        func: &Object<'py>,
+        ctx: &RunCtx<'_>,
+        loops: Option<&Loops<'py>>,
+    );
     /// Completes the chunk's future with `err`.
     fn fail(self: Box<Self>, err: Error);
     /// Inputs in the chunk.
     fn len(&self) -> usize;
 }
+
+/// The Python loops a chunk's inputs run through: `each(f, inputs,
+/// append)` calls `f(x)`, `each_star` calls `f(*x)`, for every `x` the
+/// iterator `inputs` yields, and appends each result. A chunk makes one call
+/// into Python instead of one per input; Python's own calls from the loop
+/// are its fast path. An exception stops the loop at the input that raised
+/// it; the chunk records it as that input's error and calls the loop again
+/// with the same iterator, which goes on after it.
+pub(crate) struct Loops<'py> {
+    pub(crate) each: Object<'py>,
+    pub(crate) each_star: Object<'py>,
+}
+
+/// The source of [`Loops`], defined once per interpreter.
+pub(crate) const LOOPS_SOURCE: &str = "\
+def each(f, inputs, append):
+    for x in inputs:
+        append(f(x))
+
+def each_star(f, inputs, append):
+    for x in inputs:
+        append(f(*x))
+";
 
 /// A [`Chunk`] of inputs of type `A` and results of type `R`.
 pub(crate) struct ChunkTask<A, R> {
@@ -371,22 +401,27 @@ impl<A: IntoArgs, R: FromPython + Send + 'static> Chunk for ChunkTask<A, R> {
         self.done.control()
     }
 
-    fn run<'py>(mut self: Box<Self>, py: Python<'py>, func: &Object<'py>, ctx: &RunCtx<'_>) {
-        let mut out = Vec::with_capacity(self.inputs.len());
-        // One clock read per input: each `returned` is the next one's start.
+    fn run<'py>(
+        mut self: Box<Self>,
+        py: Python<'py>,
+        func: &Object<'py>,
+        ctx: &RunCtx<'_>,
+        loops: Option<&Loops<'py>>,
+    ) {
         ctx.begin();
-        for a in self.inputs.drain(..) {
-            let item = contain("argument conversion", || a.into_args(py)).and_then(|args| {
-                let obj = func.call(&args.positional, args.keywords.as_ref())?;
-                contain("result conversion", || R::from_python(&obj))
-            });
-            if let Some(reason) = ctx.returned(py, 1) {
-                self.done.complete(Err(self.done.interrupted(reason)));
-                return;
+        let args: Vec<Result<CallArgs<'py>>> = self
+            .inputs
+            .drain(..)
+            .map(|a| contain("argument conversion", || a.into_args(py)))
+            .collect();
+        let outcome = match loops {
+            Some(loops) if args.iter().flatten().all(|a| a.keywords.is_none()) => {
+                run_looped::<R>(py, func, ctx, loops, args)
             }
-            out.push(item);
-        }
-        self.done.complete(Ok(out));
+            _ => run_each_call::<R>(py, func, ctx, args),
+        };
+        self.done
+            .complete(outcome.map_err(|reason| self.done.interrupted(reason)));
     }
 
     fn fail(self: Box<Self>, err: Error) {
@@ -396,6 +431,132 @@ impl<A: IntoArgs, R: FromPython + Send + 'static> Chunk for ChunkTask<A, R> {
     fn len(&self) -> usize {
         self.inputs.len()
     }
+}
+
+/// A chunk's inputs, one call each; `Err` if a call was interrupted.
+fn run_each_call<'py, R: FromPython>(
+    py: Python<'py>,
+    func: &Object<'py>,
+    ctx: &RunCtx<'_>,
+    args: Vec<Result<CallArgs<'py>>>,
+) -> std::result::Result<Vec<Result<R>>, Reason> {
+    let mut out = Vec::with_capacity(args.len());
+    // One clock read per input: each `returned` is the next one's start.
+    for a in args {
+        let item = a.and_then(|args| {
+            let obj = func.call(&args.positional, args.keywords.as_ref())?;
+            contain("result conversion", || R::from_python(&obj))
+        });
+        if let Some(reason) = ctx.returned(py, 1) {
+            return Err(reason);
+        }
+        out.push(item);
+    }
+    Ok(out)
+}
+
+/// A chunk's inputs through [`Loops`] (none takes keywords): one call into
+/// Python for all of them, again after each input that raised. Each
+/// input's run time is the chunk's divided evenly. `Err` if the loop was
+/// interrupted.
+fn run_looped<'py, R: FromPython>(
+    py: Python<'py>,
+    func: &Object<'py>,
+    ctx: &RunCtx<'_>,
+    loops: &Loops<'py>,
+    args: Vec<Result<CallArgs<'py>>>,
+) -> std::result::Result<Vec<Result<R>>, Reason> {
+    let n = args.len();
+    let star = args.iter().flatten().any(|a| a.positional.len() != 1);
+    // Inputs whose arguments converted go to Python; the rest keep their
+    // error in place.
+    let mut early: Vec<Option<Error>> = Vec::with_capacity(n);
+    let mut xs = Vec::with_capacity(n);
+    for a in args {
+        let x = a.and_then(|mut a| {
+            if star {
+                Ok(py.tuple(a.positional)?)
+            } else {
+                Ok(a.positional.pop().expect("one positional argument"))
+            }
+        });
+        match x {
+            Ok(x) => {
+                xs.push(x);
+                early.push(None);
+            }
+            Err(e) => early.push(Some(e)),
+        }
+    }
+    let called = xs.len();
+    let setup = (|| -> Result<_> {
+        let out = py.list(Vec::new())?;
+        let append = out.getattr("append")?;
+        let inputs = py.list(xs)?.iter()?;
+        Ok((out, append, inputs))
+    })();
+    let (out, append, inputs) = match setup {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(reason) = ctx.returned_each(py, n) {
+                return Err(reason);
+            }
+            return Ok((0..n).map(|_| Err(e.clone())).collect());
+        }
+    };
+    let each = if star { &loops.each_star } else { &loops.each };
+    let call = [func.clone(), inputs, append];
+    // (index among the called inputs, its error), in input order.
+    let mut raised: Vec<(usize, Error)> = Vec::new();
+    loop {
+        match each.call_loop(&call) {
+            Ok(_) => break,
+            Err(e) => {
+                if let Some(reason) = ctx.interrupted(py) {
+                    return Err(reason);
+                }
+                let done = out.len().unwrap_or(0) + raised.len();
+                raised.push((done, Error::from(e)));
+                if done + 1 >= called {
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(reason) = ctx.returned_each(py, n) {
+        return Err(reason);
+    }
+    let results = out.sequence_items().map_err(Error::from);
+    let mut results = match results {
+        Ok(r) if r.len() + raised.len() == called => r.into_iter(),
+        other => {
+            let e = other.err().unwrap_or_else(|| {
+                Error::new(ErrorKind::BatchShape(format!(
+                    "a map chunk of {called} calls gave {} results and {} errors (did the function reach into the caller's frame?)",
+                    out.len().unwrap_or(0),
+                    raised.len()
+                )))
+            });
+            return Ok((0..n).map(|_| Err(e.clone())).collect());
+        }
+    };
+    let mut raised = raised.into_iter().peekable();
+    let mut index = 0;
+    Ok(early
+        .into_iter()
+        .map(|early| {
+            if let Some(e) = early {
+                return Err(e);
+            }
+            let i = index;
+            index += 1;
+            if raised.peek().is_some_and(|(at, _)| *at == i) {
+                return Err(raised.next().expect("peeked").1);
+            }
+            let obj = results.next().expect("one result per call that returned");
+            contain("result conversion", || R::from_python(&obj))
+        })
+        .collect())
 }
 
 /// The result of a submitted task.

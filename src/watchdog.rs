@@ -140,10 +140,26 @@ impl<'a> RunCtx<'a> {
         self.interrupted(py)
     }
 
+    /// [`returned`](Self::returned) for a call that ran `tasks` tasks one
+    /// after the other (a `map` chunk through a Python loop): each task's
+    /// run time is the call's divided evenly among them.
+    pub(crate) fn returned_each(&self, py: Python<'_>, tasks: usize) -> Option<Reason> {
+        if let Some(h) = self.run_time {
+            let now = Instant::now();
+            let took = now.saturating_duration_since(self.began.get());
+            let each = Duration::from_nanos((took.as_nanos() / tasks.max(1) as u128) as u64);
+            for _ in 0..tasks {
+                h.record(each);
+            }
+            self.began.set(now);
+        }
+        self.interrupted(py)
+    }
+
     /// After a call returned: the reason it was interrupted, if it was. A
     /// scheduled interrupt that has not fired yet is dropped then, so it
     /// cannot hit the next call.
-    fn interrupted(&self, py: Python<'_>) -> Option<Reason> {
+    pub(crate) fn interrupted(&self, py: Python<'_>) -> Option<Reason> {
         // Only an interrupter holding this interpreter's GIL sets the
         // reason, and the caller holds that GIL now: a plain load sees any
         // reason set, and nothing can set one between it and the swap. The

@@ -472,11 +472,57 @@ fn map_chunks_keep_order_and_fail_item_by_item() {
                 Ok(v) => assert_eq!(v, i + 1, "{mode}"),
                 Err(e) => {
                     assert_eq!(i % 7, 3, "only the str inputs fail: {e}");
-                    assert_eq!(e.python().unwrap().type_name, "TypeError");
+                    let py = e.python().unwrap();
+                    assert_eq!(py.type_name, "TypeError");
+                    // The traceback starts at the function, as for a direct
+                    // call (a sub-lane chunk runs its inputs in a Python loop).
+                    assert!(py.traceback.contains("in inc"), "{mode}: {}", py.traceback);
+                    assert!(
+                        !py.traceback.contains("in each"),
+                        "{mode}: {}",
+                        py.traceback
+                    );
                 }
             }
         }
         assert_eq!(inc.in_flight(), 0);
+
+        // One chunk whose first and last inputs fail, with two arguments
+        // each: the others still give their results, in order.
+        let add = engine
+            .handler("gilpool_workloads", "add")
+            .batch_size(6)
+            .map_chunks(gilpool::MapChunks::Batch)
+            .load()
+            .unwrap();
+        let pairs = vec![
+            (Value::Str("a".into()), Value::Int(1)),
+            (Value::Int(1), Value::Int(2)),
+            (Value::Int(3), Value::Int(4)),
+            (Value::Str("b".into()), Value::Str("c".into())),
+            (Value::Int(5), Value::Int(6)),
+            (Value::Int(7), Value::Str("d".into())),
+        ];
+        let got: Vec<gilpool::Result<Value>> = add.map(pairs).collect();
+        let shown: Vec<String> = got
+            .iter()
+            .map(|r| match r {
+                Ok(v) => format!("{v:?}"),
+                Err(e) => e.python().map(|p| p.type_name.clone()).unwrap_or_default(),
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "TypeError",
+                "Int(3)",
+                "Int(7)",
+                "Str(\"bc\")",
+                "Int(11)",
+                "TypeError"
+            ],
+            "{mode}"
+        );
     }
 }
 

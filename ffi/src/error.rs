@@ -41,6 +41,17 @@ impl PyException {
     /// Takes the exception currently set in the interpreter `py` is attached
     /// to (clearing it). If none is set, describes that instead.
     pub fn fetch(py: Python<'_>) -> PyException {
+        Self::fetch_skipping(py, false)
+    }
+
+    /// [`fetch`](Self::fetch) for an exception that came out of a Python
+    /// loop calling a user function: the traceback leaves out its first
+    /// entry (the loop's own frame) when there is one below it.
+    pub fn fetch_below_caller(py: Python<'_>) -> PyException {
+        Self::fetch_skipping(py, true)
+    }
+
+    fn fetch_skipping(py: Python<'_>, skip_first: bool) -> PyException {
         let mut ptype = std::ptr::null_mut();
         let mut pvalue = std::ptr::null_mut();
         let mut ptb = std::ptr::null_mut();
@@ -62,13 +73,20 @@ impl PyException {
             }
         }
         // SAFETY: each pointer is a new reference or null, owned here.
-        let (ty, value, tb) = unsafe {
+        let (ty, value, mut tb) = unsafe {
             (
                 Object::from_owned_ptr(py, ptype),
                 Object::from_owned_ptr(py, pvalue),
                 Object::from_owned_ptr(py, ptb),
             )
         };
+        if skip_first {
+            if let Some(next) = tb.as_ref().and_then(|t| t.getattr("tb_next").ok()) {
+                if next.kind() != crate::object::Kind::None {
+                    tb = Some(next);
+                }
+            }
+        }
         let type_name = ty
             .as_ref()
             .map(Object::qualified_name)

@@ -224,6 +224,43 @@ impl<'py> Object<'py> {
         unsafe { Object::from_owned_or_err(self.py, out) }
     }
 
+    /// Calls `self(*args)` where `self` is a Python loop that calls a user
+    /// function: an exception it raises is fetched with the traceback
+    /// starting below `self`'s own frame, so it reads as if the function
+    /// had been called directly.
+    pub fn call_loop(&self, args: &[Object<'py>]) -> Result<Object<'py>, PyException> {
+        let mut ptrs = [std::ptr::null_mut(); 4];
+        assert!(
+            args.len() <= ptrs.len(),
+            "gilpool: call_loop takes at most 4 arguments"
+        );
+        for (p, a) in ptrs.iter_mut().zip(args) {
+            *p = a.as_ptr();
+        }
+        // SAFETY: attached; `ptrs` holds `args.len()` live borrowed
+        // references kept alive by `args`; no kwnames.
+        let out = unsafe {
+            ffi::PyObject_Vectorcall(
+                self.as_ptr(),
+                ptrs.as_mut_ptr(),
+                args.len(),
+                std::ptr::null_mut(),
+            )
+        };
+        crate::interrupt::leave_if_forked();
+        if out.is_null() {
+            return Err(PyException::fetch_below_caller(self.py));
+        }
+        // SAFETY: `out` is the call's new reference.
+        unsafe { Object::from_owned_or_err(self.py, out) }
+    }
+
+    /// `iter(self)`.
+    pub fn iter(&self) -> Result<Object<'py>, PyException> {
+        // SAFETY: attached; PyObject_GetIter returns a new reference or null.
+        unsafe { Object::from_owned_or_err(self.py, ffi::PyObject_GetIter(self.as_ptr())) }
+    }
+
     /// `str(self)`.
     pub fn str_lossy(&self) -> Result<String, PyException> {
         // SAFETY: attached; PyObject_Str returns a new reference or null.
@@ -267,7 +304,7 @@ impl<'py> Object<'py> {
         }
         // SAFETY: attached; checking the error indicator.
         if v == -1 && unsafe { !ffi::PyErr_Occurred().is_null() } {
-            return Err(PyException::fetch(self.py));
+            return Err(PyException::fetch_below_caller(self.py));
         }
         Ok(Some(v))
     }
@@ -293,7 +330,7 @@ impl<'py> Object<'py> {
         let v = unsafe { ffi::PyFloat_AsDouble(self.as_ptr()) };
         // SAFETY: attached; checking the error indicator.
         if v == -1.0 && unsafe { !ffi::PyErr_Occurred().is_null() } {
-            return Err(PyException::fetch(self.py));
+            return Err(PyException::fetch_below_caller(self.py));
         }
         Ok(v)
     }
@@ -309,7 +346,7 @@ impl<'py> Object<'py> {
         unsafe {
             let data = ffi::PyUnicode_AsUTF8AndSize(self.as_ptr(), &mut len);
             if data.is_null() {
-                return Err(PyException::fetch(self.py));
+                return Err(PyException::fetch_below_caller(self.py));
             }
             let bytes = std::slice::from_raw_parts(data.cast::<u8>(), len as usize);
             Ok(String::from_utf8_lossy(bytes).into_owned())
@@ -327,7 +364,7 @@ impl<'py> Object<'py> {
         // object, valid while it lives, `len` bytes long.
         unsafe {
             if ffi::PyBytes_AsStringAndSize(self.as_ptr(), &mut data, &mut len) != 0 {
-                return Err(PyException::fetch(self.py));
+                return Err(PyException::fetch_below_caller(self.py));
             }
             Ok(std::slice::from_raw_parts(data.cast::<u8>(), len as usize).to_vec())
         }

@@ -3,11 +3,18 @@
 use super::{import::lookup, unrunnable, Worker};
 use crate::error::{Error, ErrorKind};
 use crate::handler::HandlerCore;
-use crate::task::{self, Task};
+use crate::lane::LaneKind;
+use crate::task::{self, Loops, Task, LOOPS_SOURCE};
 use crate::watchdog::RunCtx;
-use gilpool_ffi::{Kind, Object, Python};
+use gilpool_ffi::{Kind, Object, Python, Stash};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Keys of the chunk loops in a worker's function cache, beside handler
+/// ids (which count up from 1, so never reach these).
+const LOOP_EACH: u64 = u64::MAX;
+const LOOP_EACH_STAR: u64 = u64::MAX - 1;
 
 impl Worker {
     pub(super) fn execute_chunk(
@@ -42,7 +49,13 @@ impl Worker {
             let mut inner = self.slot.lock();
             self.slot.start_run(&mut inner, vec![control]);
         }
-        chunk.run(py, &func, &RunCtx::new(&self.slot, self.run_time(handler)));
+        let loops = loops(&mut self.cache, self.lane.kind, py);
+        chunk.run(
+            py,
+            &func,
+            &RunCtx::new(&self.slot, self.run_time(handler)),
+            loops.as_ref(),
+        );
         self.end_run(py);
         self.check_health(py, handler);
         if let Some(began) = began {
@@ -156,4 +169,31 @@ fn call_vectorized<'py>(
         }
         Err(e) => ok.into_iter().for_each(|t| t.fail(e.clone())),
     }
+}
+
+/// The chunk loops in this interpreter, defined on first use and kept
+/// with the handlers' functions. Sub lane only: there `os.fork` is
+/// refused, so no forked child can go on running a chunk's remaining
+/// inputs in Python before it returns to gilpool (which ends it). The
+/// main lane calls once per input. `None` (one call per input) if they
+/// cannot be defined.
+fn loops<'py>(
+    cache: &mut HashMap<u64, Stash>,
+    lane: LaneKind,
+    py: Python<'py>,
+) -> Option<Loops<'py>> {
+    if lane != LaneKind::Sub {
+        return None;
+    }
+    if let (Some(a), Some(b)) = (cache.get(&LOOP_EACH), cache.get(&LOOP_EACH_STAR)) {
+        return Some(Loops {
+            each: a.bind(py),
+            each_star: b.bind(py),
+        });
+    }
+    let each = py.define(LOOPS_SOURCE, "each").ok()?;
+    let each_star = py.define(LOOPS_SOURCE, "each_star").ok()?;
+    cache.insert(LOOP_EACH, each.clone().stash());
+    cache.insert(LOOP_EACH_STAR, each_star.clone().stash());
+    Some(Loops { each, each_star })
 }

@@ -129,6 +129,25 @@ impl<'py> Python<'py> {
         self.exec(source).map(drop)
     }
 
+    /// Runs `source` (statements defining `name`) in a fresh namespace and
+    /// returns what `name` is bound to.
+    pub fn define(self, source: &str, name: &str) -> Result<Object<'py>, PyException> {
+        let globals = self.exec(source)?;
+        let key = cstring(name)?;
+        // SAFETY: attached; `globals` is a dict; GetItemString returns a
+        // borrowed reference or null (no exception set).
+        let item = unsafe { ffi::PyDict_GetItemString(globals.as_ptr(), key.as_ptr()) };
+        if item.is_null() {
+            return Err(PyException::new(
+                "NameError",
+                format!("the source defines no {name}"),
+            ));
+        }
+        // SAFETY: attached; `item` is live while `globals` holds it; we
+        // take a reference of our own.
+        Ok(unsafe { Object::from_borrowed_ptr(self, item) })
+    }
+
     /// Runs `source` (statements that assign `result`, an `int`) and
     /// returns `result`.
     pub fn eval_usize(self, source: &str) -> Result<usize, PyException> {
