@@ -16,6 +16,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// A map keyed by handler id ([`HandlerCore::id`], a counter): the function
+/// caches looked up on every call. Fx hashing, since SipHash's resistance to
+/// chosen keys buys nothing for ids the engine hands out itself.
+pub(crate) type IdMap<V> = rustc_hash::FxHashMap<u64, V>;
+
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// The phase a panic in the built-in result conversion is reported in.

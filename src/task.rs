@@ -13,6 +13,7 @@
 use crate::convert::{CallArgs, FromPython, IntoArgs};
 use crate::error::{panic_message, Error, ErrorKind, Result};
 use crate::handler::HandlerCore;
+use crate::metrics::Stamp;
 use crate::sched::cell::CompletionCell;
 use crate::watchdog::{Reason, RunCtx};
 use gilpool_ffi::{Object, Python};
@@ -58,7 +59,7 @@ pub(crate) trait Control: Send + Sync {
     /// The task's deadline, if it has one.
     fn deadline(&self) -> Option<Deadline>;
     /// When it was submitted (`None` with metrics off: no clock read).
-    fn submitted(&self) -> Option<Instant>;
+    fn submitted(&self) -> Option<Stamp>;
 }
 
 /// The state one task's future, worker and watchdog share.
@@ -67,7 +68,7 @@ pub(crate) struct Shared<R> {
     delivered: AtomicBool,
     state: AtomicU8,
     deadline: Option<Deadline>,
-    submitted: Option<Instant>,
+    submitted: Option<Stamp>,
     handler: Arc<HandlerCore>,
 }
 
@@ -113,7 +114,7 @@ impl<R: Send> Control for Shared<R> {
         self.deadline
     }
 
-    fn submitted(&self) -> Option<Instant> {
+    fn submitted(&self) -> Option<Stamp> {
         self.submitted
     }
 }
@@ -137,7 +138,7 @@ impl<R: Send + 'static> Completer<R> {
             delivered: AtomicBool::new(false),
             state: AtomicU8::new(QUEUED),
             deadline,
-            submitted: handler.lane.config.metrics.then(Instant::now),
+            submitted: handler.lane.config.metrics.then(Stamp::now),
             handler,
         });
         if let Some(d) = deadline {

@@ -25,6 +25,7 @@
 
 use crate::error::{Error, ErrorKind};
 use crate::lane::{Batch, Job, Lane};
+use crate::metrics::Stamp;
 use crate::slot::{Slot, Target};
 use crate::task::{Control, Deadline};
 use gilpool_ffi::Python;
@@ -101,7 +102,7 @@ pub(crate) struct RunCtx<'a> {
     pub(crate) slot: &'a Slot,
     pub(crate) run_time: Option<&'a crate::metrics::Histogram>,
     /// When the task in progress began (read only with `run_time`).
-    began: std::cell::Cell<Instant>,
+    began: std::cell::Cell<Stamp>,
 }
 
 impl<'a> RunCtx<'a> {
@@ -111,14 +112,14 @@ impl<'a> RunCtx<'a> {
         RunCtx {
             slot,
             run_time,
-            began: std::cell::Cell::new(Instant::now()),
+            began: std::cell::Cell::new(Stamp::now()),
         }
     }
 
     /// A task begins: reads the clock (only when timing) and returns it.
-    pub(crate) fn begin(&self) -> Option<Instant> {
+    pub(crate) fn begin(&self) -> Option<Stamp> {
         self.run_time?;
-        let now = Instant::now();
+        let now = Stamp::now();
         self.began.set(now);
         Some(now)
     }
@@ -130,7 +131,7 @@ impl<'a> RunCtx<'a> {
     /// run tasks back to back (a `map` chunk) and do not call `begin`.
     pub(crate) fn returned(&self, py: Python<'_>, tasks: usize) -> Option<Reason> {
         if let Some(h) = self.run_time {
-            let now = Instant::now();
+            let now = Stamp::now();
             let took = now.saturating_duration_since(self.began.get());
             for _ in 0..tasks {
                 h.record(took);
@@ -145,7 +146,7 @@ impl<'a> RunCtx<'a> {
     /// run time is the call's divided evenly among them.
     pub(crate) fn returned_each(&self, py: Python<'_>, tasks: usize) -> Option<Reason> {
         if let Some(h) = self.run_time {
-            let now = Instant::now();
+            let now = Stamp::now();
             let took = now.saturating_duration_since(self.began.get());
             let each = Duration::from_nanos((took.as_nanos() / tasks.max(1) as u128) as u64);
             for _ in 0..tasks {

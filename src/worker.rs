@@ -15,7 +15,7 @@ pub(crate) use import::{import_function, run_initializers};
 use crate::engine::Initializer;
 use crate::error::{panic_message, Error, ErrorKind};
 use crate::handler::caller::Room;
-use crate::handler::HandlerCore;
+use crate::handler::{HandlerCore, IdMap};
 use crate::held::{self, Home, Releases};
 use crate::lane::{Batch, Job, Lane, LaneKind};
 use crate::sched::lend::Reclaimed;
@@ -29,7 +29,6 @@ use gilpool_ffi::{
     WorkerState,
 };
 use import::lookup;
-use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
@@ -106,7 +105,7 @@ pub(crate) fn run(start: WorkerStart) {
     report(Ok(()));
     let mut worker = Worker {
         state,
-        cache: HashMap::new(),
+        cache: IdMap::default(),
         lane: lane.clone(),
         slot: slot.clone(),
         generation,
@@ -303,7 +302,7 @@ fn end(lane: &Lane, state: State, deadline: Instant) {
 struct Worker {
     state: State,
     /// Each handler's function, resolved in this worker's interpreter.
-    cache: HashMap<u64, Stash>,
+    cache: IdMap<Stash>,
     lane: Arc<Lane>,
     slot: Arc<Slot>,
     generation: u64,
@@ -336,7 +335,7 @@ fn unrunnable(lane: &Lane, control: &dyn Control) -> Option<Error> {
 impl Worker {
     fn run_job(&mut self, job: Job) {
         let timing = self.lane.config.metrics;
-        let start = timing.then(Instant::now);
+        let start = timing.then(crate::metrics::Stamp::now);
         let counted = !matches!(job, Job::Resolve { .. });
         if counted {
             crate::metrics::add(&self.slot.stats.batches, 1);

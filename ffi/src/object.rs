@@ -13,10 +13,20 @@ use std::ptr::NonNull;
 /// An owned (strong) reference to a Python object inside the interpreter
 /// the current thread is attached to. It borrows the [`Python`] token, so it
 /// can neither outlive the attachment nor move to another thread.
+///
+/// `repr(transparent)`: a slice of objects is laid out as an array of
+/// `PyObject *`, which [`call`](Self::call) hands to vectorcall as is.
+#[repr(transparent)]
 pub struct Object<'py> {
     ptr: NonNull<ffi::PyObject>,
     py: Python<'py>,
 }
+
+// What `Object::call` relies on: an object is exactly one pointer.
+const _: () = assert!(
+    std::mem::size_of::<Object<'static>>() == std::mem::size_of::<*mut ffi::PyObject>()
+        && std::mem::align_of::<Object<'static>>() == std::mem::align_of::<*mut ffi::PyObject>()
+);
 
 /// The built-in type family of an object, as the value conversions see it.
 /// Subclasses count as their base (`bool` is checked before `int`).
@@ -185,16 +195,16 @@ impl<'py> Object<'py> {
     ) -> Result<Object<'py>, PyException> {
         match kwargs {
             None => {
-                let mut ptrs: Vec<*mut ffi::PyObject> = args.iter().map(Object::as_ptr).collect();
-                // SAFETY: attached; `ptrs` holds `args.len()` live borrowed
-                // references kept alive by `args`; no kwnames.
+                // `Object` is `repr(transparent)` over its non-null pointer
+                // (the `Python` token is zero-sized), so `args` is an array
+                // of `args.len()` object pointers.
+                let ptrs = args.as_ptr().cast::<*mut ffi::PyObject>();
+                // SAFETY: attached; `ptrs` points at `args.len()` live
+                // borrowed references kept alive by `args` (vectorcall does
+                // not write to them without PY_VECTORCALL_ARGUMENTS_OFFSET);
+                // no kwnames.
                 let out = unsafe {
-                    ffi::PyObject_Vectorcall(
-                        self.as_ptr(),
-                        ptrs.as_mut_ptr(),
-                        args.len(),
-                        std::ptr::null_mut(),
-                    )
+                    ffi::PyObject_Vectorcall(self.as_ptr(), ptrs, args.len(), std::ptr::null_mut())
                 };
                 crate::interrupt::leave_if_forked();
                 // SAFETY: `out` is the call's new reference or null.
@@ -633,9 +643,17 @@ impl<'py> Python<'py> {
     }
 
     /// The keys [`imports_intact_by`](Self::imports_intact_by) looks up,
-    /// made once in this interpreter: `("sys", "builtins")`.
+    /// made once in this interpreter: `("sys", "builtins")`, interned, so
+    /// each lookup finds `sys.modules`' own key by identity (no compare).
     pub fn import_keys(self) -> Result<(Object<'py>, Object<'py>), PyException> {
-        Ok((self.str("sys"), self.str("builtins")))
+        let interned = |name: &std::ffi::CStr| {
+            // SAFETY: attached; `name` is a NUL-terminated ASCII string;
+            // returns a new reference or null with an exception set.
+            unsafe {
+                Object::from_owned_or_err(self, ffi::PyUnicode_InternFromString(name.as_ptr()))
+            }
+        };
+        Ok((interned(c"sys")?, interned(c"builtins")?))
     }
 
     /// [`imports_intact`](Self::imports_intact) with keys made beforehand

@@ -415,6 +415,12 @@ impl EngineBuilder {
             warnings.push(format!("prelude module {f}"));
         }
 
+        if self.metrics {
+            // The metrics clock calibrates itself on its first read (about
+            // half a millisecond, once per process): here, not in the
+            // first task's path.
+            let _ = crate::metrics::Stamp::now();
+        }
         crate::value::set_max_depth(self.max_depth);
         if self.max_tasks_per_worker == Some(0) || self.max_allocated_blocks == Some(0) {
             return Err(Error::config(

@@ -20,7 +20,7 @@
 
 use crate::convert::IntoArgs;
 use crate::error::{Error, ErrorKind, Result};
-use crate::handler::HandlerCore;
+use crate::handler::{HandlerCore, IdMap};
 use crate::held::{self, Home, Releases};
 use crate::lane::Lane;
 use crate::sched::lend::Lend;
@@ -28,7 +28,6 @@ use crate::task::contain;
 use gilpool_ffi::guest::{self, GuestState, Guests, InterpRef};
 use gilpool_ffi::{InterruptHandle, Kept, Object, Python};
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -127,7 +126,7 @@ impl Room {
 #[derive(Default)]
 struct Cache {
     /// Handler functions, by handler id.
-    funcs: HashMap<u64, Kept>,
+    funcs: IdMap<Kept>,
     /// `"sys"` and `"builtins"`, to check the import system after a call.
     keys: Option<(Kept, Kept)>,
     /// The main interpreter's `sys.modules` as its worker found it (main
@@ -289,7 +288,7 @@ where
     });
     core.stats.submitted.fetch_add(1, Ordering::Relaxed);
     let timing = lane.config.metrics;
-    let begun = timing.then(Instant::now);
+    let begun = timing.then(crate::metrics::Stamp::now);
     if timing {
         core.stats.wait.record(Duration::ZERO);
     }

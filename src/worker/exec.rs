@@ -2,14 +2,13 @@
 
 use super::{import::lookup, unrunnable, Worker};
 use crate::error::{Error, ErrorKind};
-use crate::handler::HandlerCore;
+use crate::handler::{HandlerCore, IdMap};
 use crate::lane::LaneKind;
+use crate::metrics::Stamp;
 use crate::task::{self, Loops, Task, LOOPS_SOURCE};
 use crate::watchdog::RunCtx;
 use gilpool_ffi::{Kind, Object, Python, Stash};
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// Keys of the chunk loops in a worker's function cache, beside handler
 /// ids (which count up from 1, so never reach these).
@@ -40,7 +39,7 @@ impl Worker {
                 return;
             }
         };
-        let began = self.lane.config.metrics.then(Instant::now);
+        let began = self.lane.config.metrics.then(Stamp::now);
         if let (Some(now), Some(at)) = (began, control.submitted()) {
             handler.stats.wait.record(now.saturating_duration_since(at));
         }
@@ -177,11 +176,7 @@ fn call_vectorized<'py>(
 /// inputs in Python before it returns to gilpool (which ends it). The
 /// main lane calls once per input. `None` (one call per input) if they
 /// cannot be defined.
-fn loops<'py>(
-    cache: &mut HashMap<u64, Stash>,
-    lane: LaneKind,
-    py: Python<'py>,
-) -> Option<Loops<'py>> {
+fn loops<'py>(cache: &mut IdMap<Stash>, lane: LaneKind, py: Python<'py>) -> Option<Loops<'py>> {
     if lane != LaneKind::Sub {
         return None;
     }

@@ -4,10 +4,9 @@
 use crate::convert::IntoPython;
 use crate::engine::Initializer;
 use crate::error::{Error, ErrorKind, Result};
-use crate::handler::HandlerCore;
+use crate::handler::{HandlerCore, IdMap};
 use crate::task::contain;
 use gilpool_ffi::{Object, PyException, Python, Stash};
-use std::collections::HashMap;
 
 /// Runs each initializer (`module.function(*args)`) in the interpreter `py`
 /// is attached to; the first failure is returned with its traceback.
@@ -39,7 +38,7 @@ pub(crate) fn run_initializers(
 /// The handler's function in this interpreter: imported and looked up on
 /// first use, then cached.
 pub(super) fn lookup<'py>(
-    cache: &mut HashMap<u64, Stash>,
+    cache: &mut IdMap<Stash>,
     py: Python<'py>,
     handler: &HandlerCore,
 ) -> Result<Object<'py>> {
