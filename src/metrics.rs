@@ -4,8 +4,9 @@
 //! Everything is a relaxed atomic bumped on paths the engine walks anyway:
 //! per job (batches, busy and attached time), per task (tasks, queue wait
 //! and run time: one clock read at the start of each task, one at its
-//! end (a [`Stamp`]: the CPU's time-stamp counter where it is invariant); a sub-lane `map` chunk, which runs its inputs in one Python loop,
-//! records the chunk's time divided evenly among them), per event (steals, interrupts, timeouts, quarantines, recycles).
+//! end, a [`Stamp`]; a sub-lane `map` chunk, which runs its inputs in one
+//! Python loop, records the chunk's time divided evenly among them), per
+//! event (steals, interrupts, timeouts, quarantines, recycles).
 //! `EngineBuilder::metrics(false)` turns the per-task and per-job timing off
 //! (no clock read, empty histograms, zero busy and attached time); the
 //! counters stay.

@@ -101,8 +101,9 @@ pub(crate) fn expired(deadline: Option<Deadline>) -> Error {
 pub(crate) struct RunCtx<'a> {
     pub(crate) slot: &'a Slot,
     pub(crate) run_time: Option<&'a crate::metrics::Histogram>,
-    /// When the task in progress began (read only with `run_time`).
-    began: std::cell::Cell<Stamp>,
+    /// When the task in progress began (`None` without `run_time`: no
+    /// clock is read then).
+    began: std::cell::Cell<Option<Stamp>>,
 }
 
 impl<'a> RunCtx<'a> {
@@ -112,7 +113,7 @@ impl<'a> RunCtx<'a> {
         RunCtx {
             slot,
             run_time,
-            began: std::cell::Cell::new(Stamp::now()),
+            began: std::cell::Cell::new(run_time.map(|_| Stamp::now())),
         }
     }
 
@@ -120,8 +121,15 @@ impl<'a> RunCtx<'a> {
     pub(crate) fn begin(&self) -> Option<Stamp> {
         self.run_time?;
         let now = Stamp::now();
-        self.began.set(now);
+        self.began.set(Some(now));
         Some(now)
+    }
+
+    /// The time from the task's beginning to `now`.
+    fn took(&self, now: Stamp) -> Duration {
+        self.began
+            .get()
+            .map_or(Duration::ZERO, |b| now.saturating_duration_since(b))
     }
 
     /// After a call of `tasks` tasks returned, before their results are
@@ -132,11 +140,11 @@ impl<'a> RunCtx<'a> {
     pub(crate) fn returned(&self, py: Python<'_>, tasks: usize) -> Option<Reason> {
         if let Some(h) = self.run_time {
             let now = Stamp::now();
-            let took = now.saturating_duration_since(self.began.get());
+            let took = self.took(now);
             for _ in 0..tasks {
                 h.record(took);
             }
-            self.began.set(now);
+            self.began.set(Some(now));
         }
         self.interrupted(py)
     }
@@ -147,12 +155,12 @@ impl<'a> RunCtx<'a> {
     pub(crate) fn returned_each(&self, py: Python<'_>, tasks: usize) -> Option<Reason> {
         if let Some(h) = self.run_time {
             let now = Stamp::now();
-            let took = now.saturating_duration_since(self.began.get());
+            let took = self.took(now);
             let each = Duration::from_nanos((took.as_nanos() / tasks.max(1) as u128) as u64);
             for _ in 0..tasks {
                 h.record(each);
             }
-            self.began.set(now);
+            self.began.set(Some(now));
         }
         self.interrupted(py)
     }
