@@ -84,6 +84,9 @@ impl Histogram {
             .map(|b| b.load(Ordering::Relaxed))
             .collect();
         let total: u64 = counts.iter().sum();
+        // Read after the buckets: a sample counted above has its maximum
+        // stored by now unless it is being recorded at this moment.
+        let max = self.max.load(Ordering::Relaxed);
         let at = |q: f64| {
             if total == 0 {
                 return Duration::ZERO;
@@ -93,17 +96,19 @@ impl Histogram {
             for (b, c) in counts.iter().enumerate() {
                 seen += c;
                 if seen >= rank {
-                    return Duration::from_nanos(upper(b));
+                    // A bucket's top may lie above every sample in it; no
+                    // quantile is larger than the largest sample.
+                    return Duration::from_nanos(upper(b).min(max));
                 }
             }
-            Duration::from_nanos(self.max.load(Ordering::Relaxed))
+            Duration::from_nanos(max)
         };
         Percentiles {
             count: total,
             p50: at(0.50),
             p90: at(0.90),
             p99: at(0.99),
-            max: Duration::from_nanos(self.max.load(Ordering::Relaxed)),
+            max: Duration::from_nanos(max),
         }
     }
 }
@@ -350,5 +355,18 @@ mod tests {
         assert!((500.0..=625.0).contains(&p50), "{p50}");
         let p99 = p.p99.as_secs_f64() * 1e6;
         assert!((990.0..=1250.0).contains(&p99), "{p99}");
+    }
+
+    #[test]
+    fn no_quantile_exceeds_the_maximum() {
+        // 1000 ns lies in the bucket [896, 1023]: its top is above every
+        // sample, so only the clamp keeps the quantiles at the maximum.
+        let h = Histogram::default();
+        for _ in 0..100 {
+            h.record(Duration::from_nanos(1000));
+        }
+        let p = h.snapshot();
+        assert_eq!(p.max, Duration::from_nanos(1000));
+        assert_eq!((p.p50, p.p90, p.p99), (p.max, p.max, p.max));
     }
 }
