@@ -262,7 +262,7 @@ macro_rules! tuples {
     ($(($($n:tt $t:ident),+)),*) => {$(
         impl<$($t: IntoPython),+> IntoPython for ($($t,)+) {
             fn into_python<'py>(self, py: Python<'py>) -> Result<Object<'py>> {
-                Ok(py.tuple(vec![$(self.$n.into_python(py)?),+])?)
+                Ok(py.tuple([$(self.$n.into_python(py)?),+])?)
             }
             fn home(&self) -> Option<Home> {
                 None$(.or_else(|| self.$n.home()))+
@@ -283,7 +283,7 @@ macro_rules! tuples {
         }
         impl<$($t: IntoPython + Send + 'static),+> IntoArgs for ($($t,)+) {
             fn into_args<'py>(self, py: Python<'py>) -> Result<CallArgs<'py>> {
-                Ok(CallArgs { positional: vec![$(self.$n.into_python(py)?),+], keywords: None })
+                Ok(CallArgs { positional: smallvec::smallvec![$(self.$n.into_python(py)?),+], keywords: None })
             }
             fn home(&self) -> Option<Home> {
                 None$(.or_else(|| self.$n.home()))+
@@ -300,11 +300,15 @@ tuples!(
     (0 A, 1 B, 2 C, 3 D, 4 E, 5 F)
 );
 
+/// Positional arguments of one call: up to four are kept inline, with no
+/// heap allocation; a `Vec` converts with `.into()`.
+pub type Positional<'py> = smallvec::SmallVec<[Object<'py>; 4]>;
+
 /// Positional and keyword arguments converted for one call.
 #[derive(Debug)]
 pub struct CallArgs<'py> {
     /// Positional arguments.
-    pub positional: Vec<Object<'py>>,
+    pub positional: Positional<'py>,
     /// A `dict` of keyword arguments, if any.
     pub keywords: Option<Object<'py>>,
 }
@@ -324,7 +328,7 @@ pub trait IntoArgs: Send + 'static {
 impl IntoArgs for () {
     fn into_args<'py>(self, _py: Python<'py>) -> Result<CallArgs<'py>> {
         Ok(CallArgs {
-            positional: Vec::new(),
+            positional: Positional::new(),
             keywords: None,
         })
     }
@@ -383,7 +387,7 @@ impl IntoArgs for Args {
             .positional
             .into_iter()
             .map(|v| v.into_python(py))
-            .collect::<Result<Vec<_>>>()?;
+            .collect::<Result<Positional<'py>>>()?;
         let keywords = if self.keywords.is_empty() {
             None
         } else {

@@ -8,8 +8,13 @@ use std::fmt;
 /// the module, function, argument or Python version involved.
 #[derive(Debug, Clone)]
 pub struct Error {
-    kind: ErrorKind,
+    // Boxed: errors are rare and results common, so a `Result<i64>` is 16
+    // bytes, not the 100 of the largest kind (a `map` of a million inputs
+    // moves a million of them).
+    kind: Box<ErrorKind>,
 }
+
+const _: () = assert!(std::mem::size_of::<Result<i64, Error>>() == 16);
 
 #[derive(Debug, Clone)]
 pub(crate) enum ErrorKind {
@@ -69,7 +74,9 @@ pub(crate) enum ErrorKind {
 
 impl Error {
     pub(crate) fn new(kind: ErrorKind) -> Error {
-        Error { kind }
+        Error {
+            kind: Box::new(kind),
+        }
     }
 
     pub(crate) fn config(msg: impl Into<String>) -> Error {
@@ -83,7 +90,7 @@ impl Error {
     /// The Python exception behind this error, if Python raised one (the
     /// function itself, or the module while importing).
     pub fn python(&self) -> Option<&PyException> {
-        match &self.kind {
+        match &*self.kind {
             ErrorKind::Python(e) => Some(e),
             ErrorKind::ModuleNotFound { exception, .. } | ErrorKind::Import { exception, .. } => {
                 Some(exception)
@@ -103,69 +110,69 @@ impl Error {
 
     /// Python could not be initialised or was finalised.
     pub fn is_init(&self) -> bool {
-        matches!(self.kind, ErrorKind::Init(_))
+        matches!(*self.kind, ErrorKind::Init(_))
     }
     /// Invalid configuration or argument.
     pub fn is_config(&self) -> bool {
-        matches!(self.kind, ErrorKind::Config(_))
+        matches!(*self.kind, ErrorKind::Config(_))
     }
     /// The module does not exist on `sys.path`.
     pub fn is_module_not_found(&self) -> bool {
-        matches!(self.kind, ErrorKind::ModuleNotFound { .. })
+        matches!(*self.kind, ErrorKind::ModuleNotFound { .. })
     }
     /// The module raised while being imported.
     pub fn is_import(&self) -> bool {
-        matches!(self.kind, ErrorKind::Import { .. })
+        matches!(*self.kind, ErrorKind::Import { .. })
     }
     /// The module refuses subinterpreters (numpy, PyO3-built and other
     /// single-phase extension modules) and the handler asked for
     /// [`Placement::Sub`](crate::Placement::Sub).
     pub fn is_refused(&self) -> bool {
-        matches!(self.kind, ErrorKind::Refused { .. })
+        matches!(*self.kind, ErrorKind::Refused { .. })
     }
     /// The module has no such function.
     pub fn is_function_not_found(&self) -> bool {
-        matches!(self.kind, ErrorKind::FunctionNotFound { .. })
+        matches!(*self.kind, ErrorKind::FunctionNotFound { .. })
     }
     /// The named attribute is not callable.
     pub fn is_not_callable(&self) -> bool {
-        matches!(self.kind, ErrorKind::NotCallable { .. })
+        matches!(*self.kind, ErrorKind::NotCallable { .. })
     }
     /// The Python function raised (see [`Error::python`]).
     pub fn is_python(&self) -> bool {
-        matches!(self.kind, ErrorKind::Python(_))
+        matches!(*self.kind, ErrorKind::Python(_))
     }
     /// A conversion between Rust and Python values failed.
     pub fn is_conversion(&self) -> bool {
-        matches!(self.kind, ErrorKind::Conversion(_))
+        matches!(*self.kind, ErrorKind::Conversion(_))
     }
     /// A batched function returned something other than a list of the
     /// batch's length.
     pub fn is_batch_shape(&self) -> bool {
-        matches!(self.kind, ErrorKind::BatchShape(_))
+        matches!(*self.kind, ErrorKind::BatchShape(_))
     }
     /// User code run by gilpool panicked: a commit or callback closure, or
     /// an argument or result conversion (the message names the phase).
     pub fn is_panic(&self) -> bool {
-        matches!(self.kind, ErrorKind::Panic(_))
+        matches!(*self.kind, ErrorKind::Panic(_))
     }
     /// The worker holding the task was lost (a panic outside the task's
     /// own code); the pool keeps its size.
     pub fn is_worker_lost(&self) -> bool {
-        matches!(self.kind, ErrorKind::WorkerLost(_))
+        matches!(*self.kind, ErrorKind::WorkerLost(_))
     }
     /// The engine is shut down.
     pub fn is_shutdown(&self) -> bool {
-        matches!(self.kind, ErrorKind::Shutdown)
+        matches!(*self.kind, ErrorKind::Shutdown)
     }
     /// The task was cancelled ([`TaskFuture::cancel`](crate::TaskFuture::cancel),
     /// a shutdown that did not drain it): before it ran, or interrupted.
     pub fn is_cancelled(&self) -> bool {
-        matches!(self.kind, ErrorKind::Cancelled(_))
+        matches!(*self.kind, ErrorKind::Cancelled(_))
     }
     /// The handler's in-flight bound was reached.
     pub fn is_full(&self) -> bool {
-        matches!(self.kind, ErrorKind::Full)
+        matches!(*self.kind, ErrorKind::Full)
     }
     /// A deadline passed: the task's own
     /// ([`HandlerBuilder::timeout`](crate::HandlerBuilder::timeout),
@@ -173,22 +180,22 @@ impl Error {
     /// before it started, or while it ran and was interrupted — or a timed
     /// wait for room in a full handler.
     pub fn is_timeout(&self) -> bool {
-        matches!(self.kind, ErrorKind::Timeout(_))
+        matches!(*self.kind, ErrorKind::Timeout(_))
     }
     /// CUDA cannot be used here: no driver library, no such device, or a
     /// driver too old (feature `cuda`). The message says which.
     pub fn is_cuda_unavailable(&self) -> bool {
-        matches!(self.kind, ErrorKind::CudaUnavailable(_))
+        matches!(*self.kind, ErrorKind::CudaUnavailable(_))
     }
     /// A CUDA driver call failed (feature `cuda`).
     pub fn is_cuda(&self) -> bool {
-        matches!(self.kind, ErrorKind::Cuda(_))
+        matches!(*self.kind, ErrorKind::Cuda(_))
     }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
+        match &*self.kind {
             ErrorKind::Init(m) => write!(f, "Python runtime: {m}"),
             ErrorKind::Config(m) => write!(f, "invalid configuration: {m}"),
             ErrorKind::ModuleNotFound { module, exception } => {

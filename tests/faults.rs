@@ -81,6 +81,17 @@ impl IntoPython for BoomIn {
     }
 }
 
+/// An argument whose conversion panics when it holds `None`.
+struct BoomIf(Option<i64>);
+impl IntoPython for BoomIf {
+    fn into_python<'py>(self, py: Python<'py>) -> Result<Object<'py>> {
+        match self.0 {
+            Some(v) => v.into_python(py),
+            None => panic!("boom converting an argument"),
+        }
+    }
+}
+
 /// A result type whose conversion from Python panics.
 #[derive(Debug)]
 struct BoomOut;
@@ -147,6 +158,20 @@ fn panics_in_user_code_fail_only_their_task_and_workers_survive() {
             mapped
                 .into_iter()
                 .for_each(|r| assert_panic(r, "argument conversion"));
+            // Panics among inputs that convert: each is its own input's
+            // error, and the others keep their results, in order.
+            let boom = |i: i64| i % 3 == 1;
+            let mapped: Vec<Result<i64>> = ident
+                .map((0..30i64).map(|i| (BoomIf((!boom(i)).then_some(i)),)))
+                .collect();
+            assert_eq!(mapped.len(), 30);
+            for (i, r) in (0..30i64).zip(mapped) {
+                if boom(i) {
+                    assert_panic(r, "argument conversion");
+                } else {
+                    assert_eq!(r.unwrap(), i);
+                }
+            }
             let mapped: Vec<Result<BoomOut>> = ident.map((0..8i64).map(|i| (i,))).collect();
             mapped
                 .into_iter()

@@ -211,7 +211,7 @@ impl<'py> Object<'py> {
                 unsafe { Object::from_owned_or_err(self.py, out) }
             }
             Some(kw) => {
-                let tuple = self.py.tuple(args.to_vec())?;
+                let tuple = self.py.tuple(args.iter().cloned())?;
                 // SAFETY: attached; `tuple` is a tuple and `kw` the caller's
                 // object (CPython type-checks it and raises if not a dict).
                 let out = unsafe { ffi::PyObject_Call(self.as_ptr(), tuple.as_ptr(), kw.as_ptr()) };

@@ -80,35 +80,31 @@ impl<'py> Python<'py> {
     }
 
     /// A `list` of the given items.
-    pub fn list(self, items: Vec<Object<'py>>) -> Result<Object<'py>, PyException> {
+    pub fn list<I>(self, items: I) -> Result<Object<'py>, PyException>
+    where
+        I: IntoIterator<Item = Object<'py>>,
+        I::IntoIter: ExactSizeIterator,
+    {
+        let items = items.into_iter();
         // SAFETY: attached; new list of the right size or null.
         let list = unsafe {
             Object::from_owned_or_err(self, ffi::PyList_New(items.len() as ffi::Py_ssize_t))?
         };
-        for (i, item) in items.into_iter().enumerate() {
-            let p = item.as_ptr();
-            std::mem::forget(item);
-            // SAFETY: attached; index in range of a fresh list; SetItem
-            // steals the reference we just gave up.
-            unsafe { ffi::PyList_SetItem(list.as_ptr(), i as ffi::Py_ssize_t, p) };
-        }
-        Ok(list)
+        fill(list, items, ffi::PyList_SetItem)
     }
 
     /// A `tuple` of the given items.
-    pub fn tuple(self, items: Vec<Object<'py>>) -> Result<Object<'py>, PyException> {
+    pub fn tuple<I>(self, items: I) -> Result<Object<'py>, PyException>
+    where
+        I: IntoIterator<Item = Object<'py>>,
+        I::IntoIter: ExactSizeIterator,
+    {
+        let items = items.into_iter();
         // SAFETY: attached; new tuple of the right size or null.
         let tuple = unsafe {
             Object::from_owned_or_err(self, ffi::PyTuple_New(items.len() as ffi::Py_ssize_t))?
         };
-        for (i, item) in items.into_iter().enumerate() {
-            let p = item.as_ptr();
-            std::mem::forget(item);
-            // SAFETY: attached; index in range of a fresh tuple; SetItem
-            // steals the reference we just gave up.
-            unsafe { ffi::PyTuple_SetItem(tuple.as_ptr(), i as ffi::Py_ssize_t, p) };
-        }
-        Ok(tuple)
+        fill(tuple, items, ffi::PyTuple_SetItem)
     }
 
     /// A `dict` of the given pairs (later keys win).
@@ -249,4 +245,45 @@ impl<'py> Python<'py> {
             ))
         }
     }
+}
+
+fn miscounted(slots: usize) -> PyException {
+    PyException::new(
+        "SystemError",
+        format!("gilpool: an iterator said it had {slots} items and gave another count"),
+    )
+}
+
+/// Moves `items` into the fresh list or tuple `seq` of `items.len()`
+/// slots through `set_item` (`PyList_SetItem` or `PyTuple_SetItem`).
+/// An iterator whose length was wrong is an error, never an unfilled or
+/// overrun slot.
+fn fill<'py>(
+    seq: Object<'py>,
+    items: impl ExactSizeIterator<Item = Object<'py>>,
+    set_item: unsafe extern "C" fn(
+        *mut ffi::PyObject,
+        ffi::Py_ssize_t,
+        *mut ffi::PyObject,
+    ) -> std::os::raw::c_int,
+) -> Result<Object<'py>, PyException> {
+    let slots = items.len();
+    let mut filled = 0;
+    for item in items {
+        if filled == slots {
+            return Err(miscounted(slots));
+        }
+        let p = item.as_ptr();
+        std::mem::forget(item);
+        // SAFETY: attached; `filled` is below the fresh sequence's
+        // length; SetItem steals the reference just given up.
+        unsafe { set_item(seq.as_ptr(), filled as ffi::Py_ssize_t, p) };
+        filled += 1;
+    }
+    if filled != slots {
+        // Unfilled slots are NULL, which the sequence's deallocation
+        // skips.
+        return Err(miscounted(slots));
+    }
+    Ok(seq)
 }
