@@ -258,6 +258,18 @@ impl<K: FromPython + Ord, V: FromPython> FromPython for BTreeMap<K, V> {
     }
 }
 
+/// A tuple's converted items, packed: a 1-tuple's item alone.
+fn pack_array<'py, const N: usize>(
+    py: Python<'py>,
+    items: [Object<'py>; N],
+) -> Result<Packed<'py>> {
+    let mut items = items.into_iter();
+    if N == 1 {
+        return Ok(Packed::One(items.next().expect("one item")));
+    }
+    Ok(Packed::Tuple(py.tuple(items)?))
+}
+
 macro_rules! tuples {
     ($(($($n:tt $t:ident),+)),*) => {$(
         impl<$($t: IntoPython),+> IntoPython for ($($t,)+) {
@@ -284,6 +296,9 @@ macro_rules! tuples {
         impl<$($t: IntoPython + Send + 'static),+> IntoArgs for ($($t,)+) {
             fn into_args<'py>(self, py: Python<'py>) -> Result<CallArgs<'py>> {
                 Ok(CallArgs { positional: smallvec::smallvec![$(self.$n.into_python(py)?),+], keywords: None })
+            }
+            fn pack<'py>(self, py: Python<'py>) -> Result<Packed<'py>> {
+                pack_array(py, [$(self.$n.into_python(py)?),+])
             }
             fn home(&self) -> Option<Home> {
                 None$(.or_else(|| self.$n.home()))+
@@ -313,11 +328,65 @@ pub struct CallArgs<'py> {
     pub keywords: Option<Object<'py>>,
 }
 
+/// One call's arguments packed for a `map` chunk's Python loop, which
+/// calls `f(x)` for [`Packed::One`] and `f(*x)` for [`Packed::Tuple`].
+/// Arguments with keywords stay [`Packed::Call`]; a chunk with any calls
+/// its function once per input.
+#[derive(Debug)]
+pub enum Packed<'py> {
+    /// The one positional argument.
+    One(Object<'py>),
+    /// A `tuple` of the positional arguments (any number but one).
+    Tuple(Object<'py>),
+    /// Arguments with keywords.
+    Call(Box<CallArgs<'py>>),
+}
+
+impl<'py> Packed<'py> {
+    /// Packs converted arguments.
+    pub fn new(py: Python<'py>, a: CallArgs<'py>) -> Result<Self> {
+        if a.keywords.is_some() {
+            return Ok(Packed::Call(Box::new(a)));
+        }
+        let mut pos = a.positional;
+        if pos.len() == 1 {
+            Ok(Packed::One(pos.pop().expect("one positional argument")))
+        } else {
+            Ok(Packed::Tuple(py.tuple(pos)?))
+        }
+    }
+
+    /// Back to call arguments, for a chunk that calls once per input.
+    pub fn into_args(self) -> Result<CallArgs<'py>> {
+        Ok(match self {
+            Packed::One(x) => CallArgs {
+                positional: smallvec::smallvec![x],
+                keywords: None,
+            },
+            Packed::Tuple(t) => CallArgs {
+                positional: t.sequence_items()?.into(),
+                keywords: None,
+            },
+            Packed::Call(a) => *a,
+        })
+    }
+}
+
 /// The arguments of one call, convertible in any interpreter. Implemented
 /// for `()`, tuples of up to six [`IntoPython`] values and [`Args`].
 pub trait IntoArgs: Send + 'static {
     /// Converts the arguments inside the interpreter `py` is attached to.
     fn into_args<'py>(self, py: Python<'py>) -> Result<CallArgs<'py>>;
+    /// Converts the arguments packed for a loop of many calls (`map`'s
+    /// chunks). The default packs what [`into_args`](IntoArgs::into_args)
+    /// gives; an implementation may build the packed form directly, which
+    /// saves a [`CallArgs`] per input on `map`'s hot path.
+    fn pack<'py>(self, py: Python<'py>) -> Result<Packed<'py>>
+    where
+        Self: Sized,
+    {
+        Packed::new(py, self.into_args(py)?)
+    }
     /// The interpreter the arguments must be converted in, if any is bound
     /// to one (see [`IntoPython::home`]); the task is routed there.
     fn home(&self) -> Option<Home> {

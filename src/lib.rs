@@ -16,7 +16,7 @@
 //! - [`TaskFuture`]: a task's result (a `Future`, with blocking `wait`).
 //! - [`Held`], [`Home`]: a result kept as a Python object in its interpreter.
 //! - [`Value`], [`Args`], [`IntoPython`], [`FromPython`], [`IntoArgs`],
-//!   [`CallArgs`], [`Positional`]: conversions.
+//!   [`CallArgs`], [`Positional`], [`Packed`]: conversions.
 //! - [`SharedBuffer`]: Rust-owned, immutable, reference-counted memory that
 //!   every interpreter sees as a read-only `memoryview` of the same bytes
 //!   (no copy), and that Python buffers convert back into (one copy);
@@ -94,7 +94,7 @@ mod watchdog;
 mod worker;
 
 pub use buffer::{BufferVec, Element, SharedBuffer};
-pub use convert::{Args, CallArgs, FromPython, IntoArgs, IntoPython, Positional};
+pub use convert::{Args, CallArgs, FromPython, IntoArgs, IntoPython, Packed, Positional};
 #[cfg(feature = "cuda")]
 pub use cuda::{cuda_device_count, CudaStage, CudaVec, DeviceBuffer};
 pub use engine::{

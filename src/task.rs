@@ -10,7 +10,7 @@
 //! and a canceller race on `QUEUED` with a compare-and-swap, so a task
 //! stopped before it starts never runs.
 
-use crate::convert::{CallArgs, FromPython, IntoArgs};
+use crate::convert::{CallArgs, FromPython, IntoArgs, Packed};
 use crate::error::{panic_message, Error, ErrorKind, Result};
 use crate::handler::HandlerCore;
 use crate::metrics::Stamp;
@@ -444,14 +444,8 @@ impl<A: IntoArgs, R: FromPython + Send + 'static> Chunk for ChunkTask<A, R> {
             Some(loops) => {
                 // Compact (16 bytes an input), so a chunk's inputs stay in
                 // cache between conversion and the loop.
-                let xs = contain_each("argument conversion", inputs, |a| {
-                    LoopInput::new(py, a.into_args(py)?)
-                });
-                if xs
-                    .iter()
-                    .flatten()
-                    .any(|x| matches!(x, LoopInput::Keywords(_)))
-                {
+                let xs = contain_each("argument conversion", inputs, |a| a.pack(py));
+                if xs.iter().flatten().any(|x| matches!(x, Packed::Call(_))) {
                     let args = xs.into_iter().map(|x| x?.into_args()).collect();
                     run_each_call::<R>(py, func, ctx, args)
                 } else {
@@ -498,44 +492,6 @@ fn run_each_call<'py, R: FromPython>(
     Ok(out)
 }
 
-/// One input of a chunk bound for [`Loops`]: its one positional argument,
-/// the tuple of its positional arguments, or (never looped) arguments with
-/// keywords.
-enum LoopInput<'py> {
-    One(Object<'py>),
-    Star(Object<'py>),
-    Keywords(Box<CallArgs<'py>>),
-}
-
-impl<'py> LoopInput<'py> {
-    fn new(py: Python<'py>, a: CallArgs<'py>) -> Result<Self> {
-        if a.keywords.is_some() {
-            return Ok(LoopInput::Keywords(Box::new(a)));
-        }
-        let mut pos = a.positional;
-        if pos.len() == 1 {
-            Ok(LoopInput::One(pos.pop().expect("one positional argument")))
-        } else {
-            Ok(LoopInput::Star(py.tuple(pos)?))
-        }
-    }
-
-    /// Back to call arguments, for a chunk that calls once per input.
-    fn into_args(self) -> Result<CallArgs<'py>> {
-        Ok(match self {
-            LoopInput::One(x) => CallArgs {
-                positional: smallvec::smallvec![x],
-                keywords: None,
-            },
-            LoopInput::Star(t) => CallArgs {
-                positional: t.sequence_items()?.into(),
-                keywords: None,
-            },
-            LoopInput::Keywords(a) => *a,
-        })
-    }
-}
-
 /// A chunk's inputs through [`Loops`] (none takes keywords): one call into
 /// Python for all of them, again after each input that raised. Each
 /// input's run time is the chunk's divided evenly. `Err` if the loop was
@@ -545,22 +501,22 @@ fn run_looped<'py, R: FromPython>(
     func: &Object<'py>,
     ctx: &RunCtx<'_>,
     loops: &Loops<'py>,
-    inputs: Vec<Result<LoopInput<'py>>>,
+    inputs: Vec<Result<Packed<'py>>>,
 ) -> std::result::Result<Vec<Result<R>>, Reason> {
     let n = inputs.len();
     let star = inputs
         .iter()
         .flatten()
-        .any(|x| matches!(x, LoopInput::Star(_)));
+        .any(|x| matches!(x, Packed::Tuple(_)));
     // Inputs whose arguments converted go to Python; the rest keep their
     // error in place.
     let mut early: Vec<Option<Error>> = Vec::with_capacity(n);
     let mut xs = Vec::with_capacity(n);
     for x in inputs {
         let x = x.and_then(|x| match x {
-            LoopInput::One(x) if star => Ok(py.tuple([x])?),
-            LoopInput::One(x) | LoopInput::Star(x) => Ok(x),
-            LoopInput::Keywords(_) => unreachable!("a chunk with keywords is not looped"),
+            Packed::One(x) if star => Ok(py.tuple([x])?),
+            Packed::One(x) | Packed::Tuple(x) => Ok(x),
+            Packed::Call(_) => unreachable!("a chunk with keywords is not looped"),
         });
         match x {
             Ok(x) => {

@@ -527,6 +527,79 @@ fn map_chunks_keep_order_and_fail_item_by_item() {
 }
 
 #[test]
+fn map_chunks_mix_argument_shapes_and_keywords() {
+    for mode in modes() {
+        let engine = builder(mode).build().unwrap();
+        // One chunk of 1, 2, 0 and 3 positional arguments: `join(*x)` for
+        // each, the one-argument inputs as well (were "ab" unpacked, it
+        // would join to "a/b").
+        let join = engine
+            .handler("os.path", "join")
+            .batch_size(5)
+            .map_chunks(gilpool::MapChunks::Batch)
+            .load()
+            .unwrap();
+        let shapes: Vec<Vec<&str>> = vec![
+            vec!["ab"],
+            vec!["a", "b"],
+            vec![],
+            vec!["x", "y", "z"],
+            vec!["cd"],
+        ];
+        let inputs = shapes
+            .iter()
+            .map(|parts| parts.iter().fold(Args::new(), |a, p| a.arg(*p)));
+        let got: Vec<String> = join
+            .map(inputs)
+            .map(|r| r.unwrap_or_else(|e| format!("error {}", e.python().unwrap().type_name)))
+            .collect();
+        // `join()` with no argument raises TypeError; the rest join.
+        assert_eq!(
+            got,
+            ["ab", "a/b", "error TypeError", "x/y/z", "cd"],
+            "{mode}"
+        );
+
+        // One chunk where some inputs have keywords: every input is still
+        // called with exactly its own arguments.
+        let dict = engine
+            .handler("builtins", "dict")
+            .batch_size(4)
+            .map_chunks(gilpool::MapChunks::Batch)
+            .load()
+            .unwrap();
+        let pairs = Value::List(vec![Value::Tuple(vec![
+            Value::Str("p".into()),
+            Value::Int(1),
+        ])]);
+        let inputs = vec![
+            Args::new().arg(pairs.clone()),
+            Args::new().kwarg("k", 2),
+            Args::new(),
+            Args::new().arg(pairs).kwarg("q", 3),
+        ];
+        let got: Vec<Value> = dict.map(inputs).map(|r| r.unwrap()).collect();
+        let d = |kv: &[(&str, i64)]| {
+            Value::Dict(
+                kv.iter()
+                    .map(|(k, v)| (Value::Str((*k).into()), Value::Int(*v)))
+                    .collect(),
+            )
+        };
+        assert_eq!(
+            got,
+            [
+                d(&[("p", 1)]),
+                d(&[("k", 2)]),
+                d(&[]),
+                d(&[("p", 1), ("q", 3)])
+            ],
+            "{mode}"
+        );
+    }
+}
+
+#[test]
 fn calls_pass_every_positional_argument_in_order() {
     // `os.path.join` shows both the count and the order of the arguments.
     for mode in modes() {
