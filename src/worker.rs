@@ -115,6 +115,7 @@ pub(crate) fn run(start: WorkerStart) {
         tasks_at_open: slot.stats.tasks.load(Ordering::Relaxed),
         room,
         recycle_due: std::cell::RefCell::new(None),
+        modules: std::cell::RefCell::default(),
     };
     let spin = lane.config.idle_spin;
     let mut idle_since: Option<Instant> = None;
@@ -317,6 +318,9 @@ struct Worker {
     /// Why the interpreter must be recycled before the next job (set while
     /// attached, through `&self`).
     recycle_due: std::cell::RefCell<Option<String>>,
+    /// Skips the import check after a job while `sys.modules` saw no
+    /// change (starts over in a recycled interpreter).
+    modules: std::cell::RefCell<gilpool_ffi::ModulesWatch>,
 }
 
 /// Why a task taken from the slot is not run.
@@ -416,7 +420,11 @@ impl Worker {
     /// task broke is recycled (sub lane) or repaired (main lane, which
     /// cannot be recycled); the recycling bounds are checked.
     fn check_health(&self, py: Python<'_>, handler: &HandlerCore) {
-        if !py.imports_intact() {
+        let intact = self
+            .modules
+            .borrow_mut()
+            .intact(py.here(), || py.imports_intact());
+        if !intact {
             self.heal(
                 py,
                 format!(

@@ -223,6 +223,13 @@ fn a_task_that_clears_sys_modules_breaks_nothing_for_later_tasks() {
         let engine = builder(mode).workers(1).build().unwrap();
         let token = engine.load("service_fixture", "token").unwrap();
         let breaker = engine.load("service_fixture", "break_imports").unwrap();
+        // Calls that change nothing first, on the calling thread and on the
+        // worker, so the check after each has seen its interpreter intact
+        // (and may skip its lookups until `sys.modules` changes).
+        for _ in 0..3 {
+            let _: String = token.invoke(()).unwrap();
+            let _: String = common::resolve(token.submit(()).unwrap(), GENEROUS).unwrap();
+        }
         let before: String = token.invoke(()).unwrap();
         assert_eq!(breaker.invoke::<_, i64>(()).unwrap(), 1);
         // Loading a new handler imports on the worker: it must still work.
@@ -236,6 +243,21 @@ fn a_task_that_clears_sys_modules_breaks_nothing_for_later_tasks() {
         assert!(
             w.iter()
                 .any(|w| w.contains("service_fixture:break_imports")),
+            "{w:?}"
+        );
+        // The same on the worker, after calls that left it intact.
+        for _ in 0..3 {
+            let _: String = common::resolve(token.submit(()).unwrap(), GENEROUS).unwrap();
+        }
+        let warned = engine.warnings().len();
+        let broke = breaker.submit::<_, i64>(()).unwrap();
+        assert_eq!(common::resolve(broke, GENEROUS).unwrap(), 1);
+        assert_eq!(inc.invoke::<_, i64>((1,)).unwrap(), 2);
+        let w = engine.warnings();
+        assert!(
+            w[warned..]
+                .iter()
+                .any(|w| w.contains("a task of service_fixture:break_imports")),
             "{w:?}"
         );
         engine.shutdown();

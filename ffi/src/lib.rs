@@ -11,6 +11,8 @@
 //! - [`PyException`]: a Python exception as owned Rust data.
 //! - [`Stash`]: an object kept inside one interpreter across attachments.
 //! - [`InterruptHandle`]: interrupts Python running on a worker thread.
+//! - [`ModulesWatch`]: whether a call broke `sys.modules`, with no lookup
+//!   while a dict watcher saw no change ([`Here`]: the interpreter now).
 //! - [`Venv`]: a virtual environment checked against this build's Python.
 //! - [`buffer`]: [`SharedBytes`] (immutable Rust memory) shown to any
 //!   interpreter as a read-only `memoryview` with no copy
@@ -33,6 +35,7 @@ mod error;
 pub mod guest;
 pub mod interp;
 mod interrupt;
+mod modules;
 mod object;
 pub mod runtime;
 mod venv;
@@ -42,6 +45,7 @@ pub use buffer::{Layout, PyBufferView, SharedBytes};
 pub use error::PyException;
 pub use interp::{attach, MainThreadState, SubInterpreter, WorkerState};
 pub use interrupt::InterruptHandle;
+pub use modules::{Here, ModulesWatch};
 pub use object::{Kept, Kind, Object, Stash};
 pub use runtime::{Allocator, InitError, PythonVersion, Runtime, RuntimeConfig};
 pub use venv::Venv;

@@ -586,12 +586,18 @@ impl Kept {
     /// A new reference for this attachment, or `None` when the thread is
     /// attached to another interpreter.
     pub fn bind<'py>(&self, py: Python<'py>) -> Option<Object<'py>> {
-        if py.interpreter_id() != self.interp {
+        self.bind_here(py.here())
+    }
+
+    /// [`bind`](Self::bind) where the current interpreter is known.
+    pub fn bind_here<'py>(&self, here: crate::Here<'py>) -> Option<Object<'py>> {
+        if here.id() != self.interp {
             return None;
         }
         // SAFETY: attached to the interpreter that owns the object (checked
-        // above); we hold a reference, so it is live.
-        Some(unsafe { Object::from_borrowed_ptr(py, self.ptr.as_ptr()) })
+        // above: `here` names the current attachment's); we hold a
+        // reference, so it is live.
+        Some(unsafe { Object::from_borrowed_ptr(here.py(), self.ptr.as_ptr()) })
     }
 
     /// Gives the reference back, while attached to its interpreter;

@@ -26,7 +26,7 @@ use crate::lane::Lane;
 use crate::sched::lend::Lend;
 use crate::task::contain;
 use gilpool_ffi::guest::{self, GuestState, Guests, InterpRef};
-use gilpool_ffi::{InterruptHandle, Kept, Object, Python};
+use gilpool_ffi::{Here, InterruptHandle, Kept, ModulesWatch, Object, Python};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -129,6 +129,8 @@ struct Cache {
     funcs: IdMap<Kept>,
     /// `"sys"` and `"builtins"`, to check the import system after a call.
     keys: Option<(Kept, Kept)>,
+    /// Skips that check while `sys.modules` saw no change.
+    modules: ModulesWatch,
     /// The main interpreter's `sys.modules` as its worker found it (main
     /// lane): a caller that broke it puts it back at once, since every
     /// lane and engine shares that interpreter.
@@ -306,7 +308,8 @@ where
         }
         room.releases.drain(py);
         let mut cache = room.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let result = function(&mut cache, py, core).and_then(|func| {
+        let here = py.here();
+        let result = function(&mut cache, here, core).and_then(|func| {
             let called = contain("argument conversion", move || args.into_args(py)).and_then(|a| {
                 func.call(&a.positional, a.keywords.as_ref())
                     .map_err(Error::from)
@@ -321,22 +324,25 @@ where
         } else {
             result
         };
-        let keys = match cache
-            .keys
-            .as_ref()
-            .and_then(|(a, b)| Some((a.bind(py)?, b.bind(py)?)))
-        {
-            Some(k) => k,
-            None => {
+        let Cache {
+            keys,
+            modules,
+            snapshot,
+            ..
+        } = &mut *cache;
+        let mut broken = !modules.intact(here, || {
+            let bound = keys
+                .as_ref()
+                .and_then(|(a, b)| Some((a.bind_here(here)?, b.bind_here(here)?)));
+            let k = bound.unwrap_or_else(|| {
                 let k = py.import_keys().expect("two str objects");
-                cache.keys = Some((k.0.clone().keep(), k.1.clone().keep()));
+                *keys = Some((k.0.clone().keep(), k.1.clone().keep()));
                 k
-            }
-        };
-        let mut broken = !py.imports_intact_by(&keys);
-        drop(keys);
+            });
+            py.imports_intact_by(&k)
+        });
         if broken {
-            if let Some(snap) = cache.snapshot.as_ref().and_then(|s| s.bind(py)) {
+            if let Some(snap) = snapshot.as_ref().and_then(|s| s.bind_here(here)) {
                 let restored = py.restore_modules(&snap).is_ok();
                 lane.warn(format!(
                     "a call of {} on a calling thread broke the main interpreter's import system (sys.modules lost sys or builtins); {}",
@@ -372,10 +378,11 @@ where
 }
 
 /// The handler's function in the room's interpreter, imported on first use.
-fn function<'py>(cache: &mut Cache, py: Python<'py>, core: &HandlerCore) -> Result<Object<'py>> {
-    if let Some(f) = cache.funcs.get(&core.id).and_then(|k| k.bind(py)) {
+fn function<'py>(cache: &mut Cache, here: Here<'py>, core: &HandlerCore) -> Result<Object<'py>> {
+    if let Some(f) = cache.funcs.get(&core.id).and_then(|k| k.bind_here(here)) {
         return Ok(f);
     }
+    let py = here.py();
     let func = contain("module import", || {
         crate::worker::import_function(py, &core.module, &core.function)
     })?;
