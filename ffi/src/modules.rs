@@ -9,6 +9,7 @@
 //! an interpreter has no watcher slot left, it checks every time.
 
 use crate::attach::Python;
+#[cfg(Py_3_12)]
 use pyo3_ffi as ffi;
 use std::sync::atomic::{AtomicU64, Ordering};
 
