@@ -333,6 +333,7 @@ pub struct CallArgs<'py> {
 /// Arguments with keywords stay [`Packed::Call`]; a chunk with any calls
 /// its function once per input.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum Packed<'py> {
     /// The one positional argument.
     One(Object<'py>),
