@@ -157,9 +157,7 @@ impl<'a> RunCtx<'a> {
             let now = Stamp::now();
             let took = self.took(now);
             let each = Duration::from_nanos((took.as_nanos() / tasks.max(1) as u128) as u64);
-            for _ in 0..tasks {
-                h.record(each);
-            }
+            h.record_n(each, tasks as u64);
             self.began.set(Some(now));
         }
         self.interrupted(py)
