@@ -258,18 +258,6 @@ impl<K: FromPython + Ord, V: FromPython> FromPython for BTreeMap<K, V> {
     }
 }
 
-/// A tuple's converted items, packed: a 1-tuple's item alone.
-fn pack_array<'py, const N: usize>(
-    py: Python<'py>,
-    items: [Object<'py>; N],
-) -> Result<Packed<'py>> {
-    let mut items = items.into_iter();
-    if N == 1 {
-        return Ok(Packed::One(items.next().expect("one item")));
-    }
-    Ok(Packed::Tuple(py.tuple(items)?))
-}
-
 macro_rules! tuples {
     ($(($($n:tt $t:ident),+)),*) => {$(
         impl<$($t: IntoPython),+> IntoPython for ($($t,)+) {
@@ -298,7 +286,7 @@ macro_rules! tuples {
                 Ok(CallArgs { positional: smallvec::smallvec![$(self.$n.into_python(py)?),+], keywords: None })
             }
             fn pack<'py>(self, py: Python<'py>) -> Result<Packed<'py>> {
-                pack_array(py, [$(self.$n.into_python(py)?),+])
+                Packed::positional(py, [$(self.$n.into_python(py)?),+])
             }
             fn home(&self) -> Option<Home> {
                 None$(.or_else(|| self.$n.home()))+
@@ -349,12 +337,21 @@ impl<'py> Packed<'py> {
         if a.keywords.is_some() {
             return Ok(Packed::Call(Box::new(a)));
         }
-        let mut pos = a.positional;
-        if pos.len() == 1 {
-            Ok(Packed::One(pos.pop().expect("one positional argument")))
-        } else {
-            Ok(Packed::Tuple(py.tuple(pos)?))
+        Packed::positional(py, a.positional)
+    }
+
+    /// Packs positional arguments: one alone, any other number as a
+    /// `tuple`.
+    pub fn positional<I>(py: Python<'py>, items: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = Object<'py>>,
+        I::IntoIter: ExactSizeIterator,
+    {
+        let mut items = items.into_iter();
+        if items.len() == 1 {
+            return Ok(Packed::One(items.next().expect("one item")));
         }
+        Ok(Packed::Tuple(py.tuple(items)?))
     }
 
     /// Back to call arguments, for a chunk that calls once per input.

@@ -1,6 +1,7 @@
 //! Running a chunk task, and a vectorized batch as one call.
 
 use super::{import::lookup, unrunnable, Worker};
+use crate::convert::Packed;
 use crate::error::{Error, ErrorKind};
 use crate::handler::{HandlerCore, IdMap};
 use crate::lane::LaneKind;
@@ -88,19 +89,12 @@ impl Worker {
         let mut inputs = Vec::with_capacity(tasks.len());
         let mut ok = Vec::with_capacity(tasks.len());
         for mut task in tasks {
-            match task.args(py).and_then(|a| {
-                if a.keywords.is_some() {
-                    return Err(Error::config(format!(
-                        "{} is vectorized: its tasks cannot take keyword arguments",
-                        handler.target()
-                    )));
-                }
-                let mut pos = a.positional;
-                if pos.len() == 1 {
-                    Ok(pos.pop().expect("one item"))
-                } else {
-                    Ok(py.tuple(pos)?)
-                }
+            match task.args(py).and_then(|a| match Packed::new(py, a)? {
+                Packed::One(x) | Packed::Tuple(x) => Ok(x),
+                _ => Err(Error::config(format!(
+                    "{} is vectorized: its tasks cannot take keyword arguments",
+                    handler.target()
+                ))),
             }) {
                 Ok(input) => {
                     inputs.push(input);
