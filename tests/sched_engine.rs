@@ -72,6 +72,17 @@ fn vectorized_results_map_back_to_their_own_futures() {
             "task {i} got another task's result"
         );
     }
+    // A task with keywords cannot join a batch: it alone fails, saying so.
+    let kw = double
+        .submit::<_, i64>(gilpool::Args::new().arg(1).kwarg("k", 2))
+        .unwrap();
+    let plain = double.submit::<_, i64>((21,)).unwrap();
+    let e = resolve(kw, GENEROUS).unwrap_err();
+    assert!(
+        e.is_config() && e.to_string().contains("cannot take keyword arguments"),
+        "{e}"
+    );
+    assert_eq!(resolve(plain, GENEROUS).unwrap(), 42);
 
     // heavy_batch, checked against the unbatched function task by task.
     let heavy = engine.load("gilpool_workloads", "heavy").unwrap();
