@@ -509,31 +509,45 @@ fn run_looped<'py, R: FromPython>(
         .flatten()
         .any(|x| matches!(x, Packed::Tuple(_)));
     // Inputs whose arguments converted go to Python; the rest keep their
-    // error in place.
-    let mut early: Vec<Option<Error>> = Vec::with_capacity(n);
-    let mut xs = Vec::with_capacity(n);
-    for x in inputs {
-        let x = x.and_then(|x| match x {
-            Packed::One(x) if star => Ok(py.tuple([x])?),
-            Packed::One(x) | Packed::Tuple(x) => Ok(x),
-            Packed::Call(_) => unreachable!("a chunk with keywords is not looped"),
+    // error in place (`early` stays empty when none failed).
+    let mut early: Vec<Option<Error>> = Vec::new();
+    let list = if inputs.iter().all(|x| x.is_ok())
+        && !(star && inputs.iter().flatten().any(|x| matches!(x, Packed::One(_))))
+    {
+        // The common case: every input packed alike, straight into the list.
+        let xs = inputs.into_iter().map(|x| match x {
+            Ok(Packed::One(x) | Packed::Tuple(x)) => x,
+            _ => unreachable!("checked above: every input packed, none with keywords"),
         });
-        match x {
-            Ok(x) => {
-                xs.push(x);
-                early.push(None);
+        py.list(xs)
+    } else {
+        let mut xs = Vec::with_capacity(n);
+        early.reserve(n);
+        for x in inputs {
+            let x = x.and_then(|x| match x {
+                Packed::One(x) if star => Ok(py.tuple([x])?),
+                Packed::One(x) | Packed::Tuple(x) => Ok(x),
+                Packed::Call(_) => unreachable!("a chunk with keywords is not looped"),
+            });
+            match x {
+                Ok(x) => {
+                    xs.push(x);
+                    early.push(None);
+                }
+                Err(e) => early.push(Some(e)),
             }
-            Err(e) => early.push(Some(e)),
         }
-    }
-    let called = xs.len();
+        py.list(xs)
+    };
     let setup = (|| -> Result<_> {
+        let list = list?;
+        let called = list.len()?;
         let out = py.list([])?;
         let append = out.getattr("append")?;
-        let inputs = py.list(xs)?.iter()?;
-        Ok((out, append, inputs))
+        let inputs = list.iter()?;
+        Ok((out, append, inputs, called))
     })();
-    let (out, append, inputs) = match setup {
+    let (out, append, inputs, called) = match setup {
         Ok(s) => s,
         Err(e) => {
             if let Some(reason) = ctx.returned_each(py, n) {
@@ -564,9 +578,9 @@ fn run_looped<'py, R: FromPython>(
     if let Some(reason) = ctx.returned_each(py, n) {
         return Err(reason);
     }
-    let results = out.sequence_items().map_err(Error::from);
-    let mut results = match results {
-        Ok(r) if r.len() + raised.len() == called => r.into_iter(),
+    let returned = out.len().map_err(Error::from);
+    match returned {
+        Ok(r) if r + raised.len() == called => {}
         other => {
             let e = other.err().unwrap_or_else(|| {
                 Error::new(ErrorKind::BatchShape(format!(
@@ -577,13 +591,17 @@ fn run_looped<'py, R: FromPython>(
             });
             return Ok((0..n).map(|_| Err(e.clone())).collect());
         }
-    };
+    }
     let mut raised = raised.into_iter().peekable();
     let mut index = 0;
+    let mut next_result = 0;
     // Everything but `from_python` runs before it, so a panic there leaves
-    // the cursors at the next input.
-    Ok(contain_each("result conversion", early, |early| {
-        if let Some(e) = early {
+    // the cursors at the next input. Results are read off `out` one by one
+    // (`list_item` re-reads its length, so a conversion that runs Python
+    // and changes the list cannot take the walk out of bounds).
+    let mut early = early.into_iter();
+    Ok(contain_each("result conversion", 0..n, |_| {
+        if let Some(Some(e)) = early.next() {
             return Err(e);
         }
         let i = index;
@@ -591,7 +609,13 @@ fn run_looped<'py, R: FromPython>(
         if raised.peek().is_some_and(|(at, _)| *at == i) {
             return Err(raised.next().expect("peeked").1);
         }
-        let obj = results.next().expect("one result per call that returned");
+        let at = next_result;
+        next_result += 1;
+        let obj = out.list_item(at).ok_or_else(|| {
+            Error::new(ErrorKind::BatchShape(format!(
+                "a map chunk's results changed while they were read (result {at} is gone)"
+            )))
+        })?;
         R::from_python(&obj)
     }))
 }

@@ -239,15 +239,26 @@ fn max_batch_delay_gathers_batches_and_still_runs_a_lone_task() {
     engine.shutdown();
 }
 
+/// In both modes (a SingleGil worker commits the next prefetched batch on
+/// the main interpreter's side, and must hold no GIL while it does).
 #[test]
 fn commit_runs_detached_ahead_of_execution_within_the_prefetch_bound() {
+    for mode in common::modes() {
+        commit_ahead_within_the_prefetch_bound(mode);
+    }
+}
+
+fn commit_ahead_within_the_prefetch_bound(mode: gilpool::Mode) {
     const TASKS: usize = 400;
     const BATCH: usize = 4;
     const PREFETCH: usize = 2;
     const WORKERS: usize = 2;
     const BOUND: i64 = ((PREFETCH + WORKERS) * BATCH) as i64;
 
-    let engine = engine();
+    let engine = common::builder(mode)
+        .sys_path(FIXTURES)
+        .build()
+        .expect("the engine builds");
     let spin = engine
         .handler("gilpool_workloads", "spin")
         .batch_size(BATCH)
@@ -299,7 +310,7 @@ fn commit_runs_detached_ahead_of_execution_within_the_prefetch_bound() {
 
     assert!(
         !commit_attached.load(Ordering::SeqCst),
-        "a commit closure ran attached to an interpreter"
+        "{mode}: a commit closure ran attached to an interpreter"
     );
     assert!(
         !callback_detached.load(Ordering::SeqCst),

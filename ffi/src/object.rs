@@ -82,7 +82,7 @@ impl<'py> Object<'py> {
     /// interpreter `py` is attached to.
     pub(crate) unsafe fn from_borrowed_ptr(py: Python<'py>, ptr: *mut ffi::PyObject) -> Self {
         // SAFETY: attached; `ptr` is a live object, so taking a new reference is valid.
-        unsafe { ffi::Py_IncRef(ptr) };
+        unsafe { ffi::Py_INCREF(ptr) };
         Object {
             // SAFETY: the caller guarantees non-null.
             ptr: unsafe { NonNull::new_unchecked(ptr) },
@@ -435,6 +435,31 @@ impl<'py> Object<'py> {
         }
     }
 
+    /// Item `i` of a `list`, or `None` past its end (or if `self` is not
+    /// a list). The length is read at each call, so a walk stays in bounds
+    /// however Python code run between two calls changes the list.
+    pub fn list_item(&self, i: usize) -> Option<Object<'py>> {
+        // SAFETY: attached; the check reads the type only, and after it
+        // `self` is a list, whose size field is valid.
+        let n = unsafe {
+            if ffi::PyList_Check(self.as_ptr()) == 0 {
+                return None;
+            }
+            ffi::PyList_GET_SIZE(self.as_ptr())
+        };
+        if i >= n as usize {
+            return None;
+        }
+        // SAFETY: attached; 0 <= i < len, so the slot holds a live item,
+        // of which we take a new reference before any Python code runs.
+        Some(unsafe {
+            Object::from_borrowed_ptr(
+                self.py,
+                ffi::PyList_GET_ITEM(self.as_ptr(), i as ffi::Py_ssize_t),
+            )
+        })
+    }
+
     /// The `(key, value)` pairs of a `dict`, in insertion order.
     pub fn dict_items(&self) -> Result<Vec<(Object<'py>, Object<'py>)>, PyException> {
         if self.kind() != Kind::Dict {
@@ -472,7 +497,7 @@ impl<'py> Object<'py> {
 impl Clone for Object<'_> {
     fn clone(&self) -> Self {
         // SAFETY: attached (the token is alive); the object is live.
-        unsafe { ffi::Py_IncRef(self.as_ptr()) };
+        unsafe { ffi::Py_INCREF(self.as_ptr()) };
         Object {
             ptr: self.ptr,
             py: self.py,
@@ -483,7 +508,7 @@ impl Clone for Object<'_> {
 impl Drop for Object<'_> {
     fn drop(&mut self) {
         // SAFETY: attached for 'py, which outlives `self`; we own one reference.
-        unsafe { ffi::Py_DecRef(self.as_ptr()) }
+        unsafe { ffi::Py_DECREF(self.as_ptr()) }
     }
 }
 
@@ -536,7 +561,7 @@ impl Stash {
         drop(self.bind(py));
         let ptr = self.ptr;
         // SAFETY: as in `bind`: same interpreter, we own this reference.
-        unsafe { ffi::Py_DecRef(ptr.as_ptr()) };
+        unsafe { ffi::Py_DECREF(ptr.as_ptr()) };
     }
 }
 
@@ -607,7 +632,7 @@ impl Kept {
             return Err(self);
         }
         // SAFETY: attached to the owning interpreter; we own this reference.
-        unsafe { ffi::Py_DecRef(self.ptr.as_ptr()) };
+        unsafe { ffi::Py_DECREF(self.ptr.as_ptr()) };
         Ok(())
     }
 

@@ -288,6 +288,10 @@ impl<I, R> InOrder<I, R> {
     fn settle(&mut self, done: Done<R>) {
         match done {
             Done::One(r) => self.ready.push_back(r),
+            // The chunk's own buffer becomes the queue when it is empty
+            // (no copy; the usual case, as a chunk's results are all
+            // taken before the next is waited for).
+            Done::Chunk(Ok(items), _) if self.ready.is_empty() => self.ready = items.into(),
             Done::Chunk(Ok(items), _) => self.ready.extend(items),
             Done::Chunk(Err(e), n) => self.ready.extend((0..n).map(|_| Err(e.clone()))),
         }
