@@ -392,8 +392,8 @@ pub(crate) trait Chunk: Send {
 }
 
 /// The Python loops a chunk's inputs run through: `each(f, inputs,
-/// append)` calls `f(x)`, `each_star` calls `f(*x)`, for every `x` the
-/// iterator `inputs` yields, and appends each result. A chunk makes one call
+/// out)` calls `f(x)`, `each_star` calls `f(*x)`, for every `x` the
+/// iterator `inputs` yields, and appends each result to the list `out`. A chunk makes one call
 /// into Python instead of one per input; Python's own calls from the loop
 /// are its fast path. An exception stops the loop at the input that raised
 /// it; the chunk records it as that input's error and calls the loop again
@@ -405,13 +405,13 @@ pub(crate) struct Loops<'py> {
 
 /// The source of [`Loops`], defined once per interpreter.
 pub(crate) const LOOPS_SOURCE: &str = "\
-def each(f, inputs, append):
+def each(f, inputs, out):
     for x in inputs:
-        append(f(x))
+        out.append(f(x))
 
-def each_star(f, inputs, append):
+def each_star(f, inputs, out):
     for x in inputs:
-        append(f(*x))
+        out.append(f(*x))
 ";
 
 /// A [`Chunk`] of inputs of type `A` and results of type `R`.
@@ -543,11 +543,10 @@ fn run_looped<'py, R: FromPython>(
         let list = list?;
         let called = list.len()?;
         let out = py.list([])?;
-        let append = out.getattr("append")?;
         let inputs = list.iter()?;
-        Ok((out, append, inputs, called))
+        Ok((out, inputs, called))
     })();
-    let (out, append, inputs, called) = match setup {
+    let (out, inputs, called) = match setup {
         Ok(s) => s,
         Err(e) => {
             if let Some(reason) = ctx.returned_each(py, n) {
@@ -557,7 +556,9 @@ fn run_looped<'py, R: FromPython>(
         }
     };
     let each = if star { &loops.each_star } else { &loops.each };
-    let call = [func.clone(), inputs, append];
+    // `out.append(..)` in the loop, not a bound `append` passed in:
+    // CPython specializes the method form to an inline list append.
+    let call = [func.clone(), inputs, out.clone()];
     // (index among the called inputs, its error), in input order.
     let mut raised: Vec<(usize, Error)> = Vec::new();
     loop {

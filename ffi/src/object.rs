@@ -506,6 +506,7 @@ impl Clone for Object<'_> {
 }
 
 impl Drop for Object<'_> {
+    #[inline]
     fn drop(&mut self) {
         // SAFETY: attached for 'py, which outlives `self`; we own one reference.
         unsafe { ffi::Py_DECREF(self.as_ptr()) }
