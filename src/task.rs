@@ -687,16 +687,24 @@ impl<R> TaskFuture<R> {
 
     /// Blocks until the task finished; returns its result.
     pub fn wait(self) -> Result<R> {
-        self.wait_spinning(true)
+        self.spin(std::hint::spin_loop);
+        self.block()
     }
 
-    /// [`wait`](Self::wait), spinning first only when `spin` is set. A
-    /// caller that knows results arrive slowly (long tasks) skips the spin,
-    /// which would only take CPU from the workers.
-    pub(crate) fn wait_spinning(self, spin: bool) -> Result<R> {
+    /// [`wait`](Self::wait) for a waiter with more results to come (`map`):
+    /// when `spin` is set it polls first, yielding its core between polls
+    /// rather than spinning on it, since the workers that will complete the
+    /// task may be waiting for that core (on a host with none to spare, a
+    /// busy spin there holds them off); without `spin` (results arrive
+    /// slowly, long tasks) it blocks at once.
+    pub(crate) fn wait_yielding(self, spin: bool) -> Result<R> {
         if spin {
-            self.spin();
+            self.spin(std::thread::yield_now);
         }
+        self.block()
+    }
+
+    fn block(self) -> Result<R> {
         self.shared
             .cell
             .wait()
@@ -715,10 +723,12 @@ impl<R> TaskFuture<R> {
         }
     }
 
-    fn spin(&self) {
+    /// Polls for the result up to [`WAIT_SPIN`], calling `between` between
+    /// two polls.
+    fn spin(&self, between: impl Fn()) {
         let start = Instant::now();
         while !self.shared.cell.is_complete() && start.elapsed() < WAIT_SPIN {
-            std::hint::spin_loop();
+            between();
         }
     }
 }
