@@ -3,10 +3,10 @@
 //! binary as a child process and checks its exit status, so a crash in
 //! `Py_EndInterpreter` or `Py_FinalizeEx` fails the test instead of the run.
 //!
-//! On CPython 3.13 the workers of one engine create their interpreters at
-//! the same time (3.12 creates them one at a time); the last case builds
-//! engines of many workers over and over, so creations overlap each other
-//! and the stdlib imports of workers already up.
+//! The workers of one engine create their interpreters one at a time, on
+//! their own threads; the last case builds engines of many workers over
+//! and over, so creations run beside the stdlib imports of workers already
+//! up.
 
 mod common;
 
@@ -63,8 +63,9 @@ fn stdlib_in_every_subinterpreter_without_finalize_exits_zero() {
     run_child("stdlib_in_every_subinterpreter_without_finalize_exits_zero");
 }
 
-/// Workers per engine in the overlapping-creation case: more than the cores
-/// here, so creations overlap whatever the scheduler does.
+/// Workers per engine in the many-workers case: more than the cores here,
+/// so creations run beside other workers' imports whatever the scheduler
+/// does.
 const MANY: usize = 8;
 
 /// Builds and shuts down `rounds` engines of [`MANY`] workers. Each worker's

@@ -7,17 +7,18 @@ use crate::runtime::{Runtime, LIVE_THREAD_STATES};
 use pyo3_ffi as ffi;
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
-use std::sync::RwLock;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Orders interpreter creation and destruction across threads. Ending an
-/// interpreter is exclusive: module finalisation touching shared static
-/// types crashed here when it ran beside another creation or ending. On
-/// 3.13 creations take the lock shared, so the workers of a pool create
-/// their interpreters at the same time (CPython's own test suite creates
-/// interpreters from many threads at once there); on 3.12, where concurrent
-/// creation has known races, they take it exclusively, one at a time.
-static LIFECYCLE: RwLock<()> = RwLock::new(());
+/// Orders interpreter creation and destruction across threads: one at a
+/// time. Ending an interpreter beside another creation or ending crashed
+/// here (module finalisation touching shared static types). Creations
+/// overlapping each other have known races on 3.12 and 3.13.0: on 3.13 a
+/// creation failed here once, under load, with "Failed to import encodings
+/// module", the failure CPython's own threaded-creation stress test shows
+/// intermittently (CPython issues #128381, #131485); CPython has since
+/// fixed data races in interpreter initialisation (#129824, #122581).
+static LIFECYCLE: Mutex<()> = Mutex::new(());
 
 /// A worker's thread state: what it attaches through.
 pub trait WorkerState {
@@ -65,10 +66,7 @@ impl SubInterpreter {
             gil: ffi::PyInterpreterConfig_OWN_GIL,
         };
         validate(&config)?;
-        #[cfg(Py_3_13)]
-        let _order = LIFECYCLE.read().unwrap_or_else(|e| e.into_inner());
-        #[cfg(not(Py_3_13))]
-        let _order = LIFECYCLE.write().unwrap_or_else(|e| e.into_inner());
+        let _order = LIFECYCLE.lock().unwrap_or_else(|e| e.into_inner());
         let mut tstate: *mut ffi::PyThreadState = std::ptr::null_mut();
         // SAFETY: the runtime is initialised (`&Runtime` exists); this thread
         // has no thread state attached; `config` is valid for the call.
@@ -141,7 +139,7 @@ fn end_sub(tstate: *mut ffi::PyThreadState) {
     // SAFETY: `tstate` is this thread's live, detached subinterpreter thread state.
     let guard = unsafe { Attached::new(tstate) };
     flush_std_streams(guard.py());
-    let _exclusive = LIFECYCLE.write().unwrap_or_else(|e| e.into_inner());
+    let _exclusive = LIFECYCLE.lock().unwrap_or_else(|e| e.into_inner());
     guard.forget();
     // SAFETY: attached through the interpreter's only thread state, on the
     // thread that created it; Py_EndInterpreter leaves no current state.
