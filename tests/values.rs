@@ -116,6 +116,26 @@ proptest! {
     }
 }
 
+/// An `int` of one 30-bit digit is read inline on 3.12 and 3.13, any
+/// other through CPython's call: values on both sides of each digit
+/// boundary, of both signs, and a `bool` (an `int` subclass) read alike.
+#[test]
+fn integers_at_digit_boundaries_round_trip() {
+    let h = identity();
+    for base in [0i64, 1 << 15, 1 << 30, 1 << 31, 1 << 32, 1 << 60, i64::MAX] {
+        for v in [base.saturating_sub(1), base, base.saturating_add(1)] {
+            for v in [v, -v] {
+                assert_eq!(h.invoke::<_, i64>((v,)).unwrap(), v, "{v}");
+            }
+        }
+    }
+    assert_eq!(h.invoke::<_, i64>((i64::MIN,)).unwrap(), i64::MIN);
+    assert_eq!(h.invoke::<_, i64>((true,)).unwrap(), 1);
+    assert_eq!(h.invoke::<_, i64>((false,)).unwrap(), 0);
+    let too_big = h.invoke::<_, i32>(((1i64 << 31),)).unwrap_err();
+    assert!(too_big.is_conversion(), "{too_big}");
+}
+
 #[test]
 fn typed_containers_round_trip() {
     let h = identity();

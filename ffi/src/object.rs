@@ -302,7 +302,13 @@ impl<'py> Object<'py> {
     }
 
     /// The value of an `int` that fits in `i64`; `Ok(None)` if it does not.
+    #[inline]
     pub fn extract_i64(&self) -> Result<Option<i64>, PyException> {
+        #[cfg(all(Py_3_12, not(Py_3_14)))]
+        // SAFETY: attached (`self.py`); `self` is a live object.
+        if let Some(v) = unsafe { compact::value(self.py, self.as_ptr()) } {
+            return Ok(Some(v));
+        }
         if !matches!(self.kind(), Kind::Int | Kind::Bool) {
             return Err(self.type_error("int"));
         }
@@ -732,5 +738,97 @@ impl<'py> Python<'py> {
             .extract_i64()?
             .unwrap_or(0);
         Ok(usize::try_from(n).unwrap_or(0))
+    }
+}
+
+/// Reading a small exact `int` without a call (3.12 and 3.13): CPython's
+/// `PyUnstable_Long_IsCompact` / `PyUnstable_Long_CompactValue`, inline
+/// functions of its headers that pyo3-ffi does not declare. An `int` is
+/// compact when it fits one digit; then its tag holds the sign and the
+/// first digit the magnitude. The layout is checked once against values
+/// CPython made (a build with 15-bit digits fails the check and keeps the
+/// call).
+#[cfg(all(Py_3_12, not(Py_3_14)))]
+mod compact {
+    use super::ffi;
+    use crate::attach::Python;
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    /// `PyLongObject` in 3.12 and 3.13, as far as the first digit.
+    #[repr(C)]
+    struct Long {
+        ob_base: ffi::PyObject,
+        lv_tag: usize,
+        digit0: u32,
+    }
+
+    /// `_PyLong_NON_SIZE_BITS`: the tag's low bits (sign and flags).
+    const NON_SIZE_BITS: u32 = 3;
+    /// `_PyLong_SIGN_MASK`: 0 positive, 1 zero, 2 negative.
+    const SIGN_MASK: usize = 3;
+
+    const UNKNOWN: u8 = 0;
+    const USABLE: u8 = 1;
+    const UNUSABLE: u8 = 2;
+    static LAYOUT: AtomicU8 = AtomicU8::new(UNKNOWN);
+
+    /// The compact value of `p` if it is an exact, compact `int`.
+    ///
+    /// # Safety
+    /// `p` is a live object of the interpreter `py` is attached to.
+    #[inline]
+    pub(super) unsafe fn value(py: Python<'_>, p: *mut ffi::PyObject) -> Option<i64> {
+        // SAFETY: attached (`py`); `p` is a live object, whose type the
+        // check reads.
+        if unsafe { ffi::PyLong_CheckExact(p) } == 0 {
+            return None;
+        }
+        match LAYOUT.load(Ordering::Relaxed) {
+            USABLE => {}
+            UNKNOWN if check(py) => {}
+            _ => return None,
+        }
+        // SAFETY: `p` is an exact int, laid out as `Long` (checked above).
+        unsafe { read(p) }
+    }
+
+    /// # Safety
+    /// `p` is a live exact `int` of a build whose layout passed `check`
+    /// (or is being checked).
+    #[inline]
+    unsafe fn read(p: *mut ffi::PyObject) -> Option<i64> {
+        // SAFETY: per this function's contract; a compact int has at
+        // least one digit.
+        let (tag, digit) = unsafe {
+            let long = p.cast::<Long>();
+            ((*long).lv_tag, (*long).digit0)
+        };
+        if tag >= (2 << NON_SIZE_BITS) {
+            return None;
+        }
+        let sign = 1 - (tag & SIGN_MASK) as i64;
+        Some(sign * i64::from(digit))
+    }
+
+    /// Reads values CPython made and compares them with what they are.
+    #[cold]
+    fn check(_py: Python<'_>) -> bool {
+        let probes: [i64; 7] = [0, 1, -1, 255, -70_000, 1 << 20, (1 << 30) - 1];
+        let ok = probes.iter().all(|&v| {
+            // SAFETY: attached; a new reference or null, released below.
+            let obj = unsafe { ffi::PyLong_FromLongLong(v) };
+            if obj.is_null() {
+                // SAFETY: attached; the failed call set an exception.
+                unsafe { ffi::PyErr_Clear() };
+                return false;
+            }
+            // SAFETY: `obj` is a live exact int.
+            let read = unsafe { read(obj) };
+            // SAFETY: attached; giving up the reference made above.
+            unsafe { ffi::Py_DecRef(obj) };
+            read == Some(v)
+        });
+        LAYOUT.store(if ok { USABLE } else { UNUSABLE }, Ordering::Relaxed);
+        ok
     }
 }

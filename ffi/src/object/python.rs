@@ -27,6 +27,7 @@ impl<'py> Python<'py> {
     }
 
     /// An `int` from an `i64`.
+    #[inline]
     pub fn int(self, v: i64) -> Result<Object<'py>, PyException> {
         // SAFETY: attached; new reference or null.
         unsafe { Object::from_owned_or_err(self, ffi::PyLong_FromLongLong(v)) }
@@ -90,7 +91,11 @@ impl<'py> Python<'py> {
         let list = unsafe {
             Object::from_owned_or_err(self, ffi::PyList_New(items.len() as ffi::Py_ssize_t))?
         };
-        fill(list, items, ffi::PyList_SetItem)
+        fill(list, items, |s, i, p| {
+            // SAFETY: `fill` passes this fresh list, an index below its
+            // length whose slot is still empty, and a reference it gives up.
+            unsafe { ffi::PyList_SET_ITEM(s, i, p) }
+        })
     }
 
     /// A `tuple` of the given items.
@@ -104,7 +109,11 @@ impl<'py> Python<'py> {
         let tuple = unsafe {
             Object::from_owned_or_err(self, ffi::PyTuple_New(items.len() as ffi::Py_ssize_t))?
         };
-        fill(tuple, items, ffi::PyTuple_SetItem)
+        fill(tuple, items, |s, i, p| {
+            // SAFETY: `fill` passes this fresh tuple, an index below its
+            // length whose slot is still empty, and a reference it gives up.
+            unsafe { ffi::PyTuple_SET_ITEM(s, i, p) }
+        })
     }
 
     /// A `dict` of the given pairs (later keys win).
@@ -255,17 +264,15 @@ fn miscounted(slots: usize) -> PyException {
 }
 
 /// Moves `items` into the fresh list or tuple `seq` of `items.len()`
-/// slots through `set_item` (`PyList_SetItem` or `PyTuple_SetItem`).
-/// An iterator whose length was wrong is an error, never an unfilled or
-/// overrun slot.
+/// slots through `set_item` (`PyList_SET_ITEM` or `PyTuple_SET_ITEM`:
+/// called only with an empty slot below that length and a reference given
+/// up to it). An iterator whose length was wrong is an error, never an
+/// unfilled or overrun slot.
+#[inline]
 fn fill<'py>(
     seq: Object<'py>,
     items: impl ExactSizeIterator<Item = Object<'py>>,
-    set_item: unsafe extern "C" fn(
-        *mut ffi::PyObject,
-        ffi::Py_ssize_t,
-        *mut ffi::PyObject,
-    ) -> std::os::raw::c_int,
+    set_item: impl Fn(*mut ffi::PyObject, ffi::Py_ssize_t, *mut ffi::PyObject),
 ) -> Result<Object<'py>, PyException> {
     let slots = items.len();
     let mut filled = 0;
@@ -275,9 +282,9 @@ fn fill<'py>(
         }
         let p = item.as_ptr();
         std::mem::forget(item);
-        // SAFETY: attached; `filled` is below the fresh sequence's
-        // length; SetItem steals the reference just given up.
-        unsafe { set_item(seq.as_ptr(), filled as ffi::Py_ssize_t, p) };
+        // `filled` is below the fresh sequence's length and its slot is
+        // empty; the slot takes the reference just given up.
+        set_item(seq.as_ptr(), filled as ffi::Py_ssize_t, p);
         filled += 1;
     }
     if filled != slots {
