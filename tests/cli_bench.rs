@@ -199,3 +199,66 @@ fn bench_rejects_zero_rounds_with_usage_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--repeat"), "{stderr}");
 }
+
+#[test]
+fn bench_with_several_worker_counts_prints_the_scaling_table() {
+    let dir = scratch("scaling");
+    let (chart, json) = (dir.join("scaling.svg"), dir.join("scaling.json"));
+    let out = gilpool()
+        .args(["bench", "--workload", "trivial", "--tasks-trivial", "300"])
+        .args(["--workers", "1,2", "--repeat", "2", "--paired", "1"])
+        .args(["--latency-samples", "0"])
+        .arg("--chart")
+        .arg(&chart)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stdout.contains("# gilpool bench: scaling"), "{stdout}");
+    // One row per N, each with N times the tasks per worker.
+    assert!(stdout.contains("\n| 1 | 300 | "), "{stdout}");
+    assert!(stdout.contains("\n| 2 | 600 | "), "{stdout}");
+    let report: Json = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let points = report["workloads"][0]["points"].as_array().unwrap();
+    assert_eq!(points.len(), 2, "{report:#}");
+    for (p, n) in points.iter().zip([1, 2]) {
+        assert_eq!(p["workers"], n);
+        assert_eq!(p["tasks"], 300 * n);
+        for key in ["gilpool_tasks_per_s", "ceiling_tasks_per_s"] {
+            assert!(p[key].as_f64().unwrap() > 0.0, "{key} in {p:#}");
+        }
+        // Two rounds, one paired pass each: two ratios per comparison.
+        for key in ["vs_ceiling", "vs_best_pool"] {
+            let ratios = p[key]["ratios_peer_s_over_gilpool_s"].as_array().unwrap();
+            assert_eq!(ratios.len(), 2, "{key} in {p:#}");
+            assert!(ratios.iter().all(|r| r.as_f64().unwrap() > 0.0));
+        }
+    }
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(svg.starts_with("<svg"), "{svg}");
+    for label in [
+        "trivial (dashed): vs N-process ceiling",
+        "trivial (dashed): vs best Pool(N)",
+    ] {
+        assert!(svg.contains(label), "no {label:?} in the chart");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_rejects_a_repeated_worker_count() {
+    let out = gilpool()
+        .args(["bench", "--workers", "1,2,2"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--workers 1,2,2"), "{stderr}");
+}

@@ -353,6 +353,136 @@ pub(super) fn svg(runs: &[WorkloadRun], m: &Machine, plan: &Plan) -> Result<Stri
     Ok(out)
 }
 
+/// One line of a line chart: a value per worker count.
+#[derive(Debug)]
+pub(super) struct Line {
+    pub(super) label: String,
+    /// Against a process pool (orange), else against the ceiling (grey).
+    pub(super) pool: bool,
+    pub(super) dashed: bool,
+    pub(super) points: Vec<(usize, f64)>,
+}
+
+/// A line chart of ratios against worker counts (a log2 axis with a tick
+/// at each count), with the 0.9 target and parity as dashed guides.
+pub(super) fn lines_svg(title: &str, subtitle: &str, lines: &[Line]) -> Result<String, String> {
+    let mut counts: Vec<usize> = lines
+        .iter()
+        .flat_map(|l| l.points.iter().map(|p| p.0))
+        .collect();
+    counts.sort_unstable();
+    counts.dedup();
+    let x = |n: usize| (n.max(1) as f64).log2();
+    let (x_lo, x_hi) = match (counts.first(), counts.last()) {
+        (Some(&a), Some(&b)) => (x(a) - 0.3, x(b) + 0.3),
+        _ => (-0.3, 0.3),
+    };
+    let top = lines
+        .iter()
+        .flat_map(|l| l.points.iter().map(|p| p.1))
+        .fold(1.2f64, f64::max)
+        * 1.1;
+    let step = nice_step(top);
+    let y_ticks: Vec<f64> = (0..)
+        .map(|i| f64::from(i) * step)
+        .take_while(|v| *v <= top)
+        .collect();
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (CHART_W, 520)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_error)?;
+        let (header, area) = root.split_vertically(HEADER_H);
+        header
+            .draw(&Text::new(title.to_string(), (12, 6), text(16.0, true)))
+            .map_err(draw_error)?;
+        header
+            .draw(&Text::new(
+                subtitle.to_string(),
+                (12, 27),
+                text(11.0, false).color(&GREY_TEXT),
+            ))
+            .map_err(draw_error)?;
+        let mut chart = ChartBuilder::on(&area)
+            .margin(20)
+            .x_label_area_size(40)
+            .y_label_area_size(50)
+            .build_cartesian_2d(
+                Ticks {
+                    linear: (x_lo..x_hi).into(),
+                    ticks: counts.iter().map(|&n| x(n)).collect(),
+                },
+                Ticks {
+                    linear: (0.0..top).into(),
+                    ticks: y_ticks,
+                },
+            )
+            .map_err(draw_error)?;
+        chart
+            .configure_mesh()
+            .bold_line_style(GRID)
+            .light_line_style(TRANSPARENT)
+            .axis_style(AXIS)
+            .x_desc("workers N")
+            .y_desc("peer s ÷ gilpool s")
+            .x_label_style(text(11.0, false).color(&GREY_TEXT))
+            .y_label_style(text(11.0, false).color(&GREY_TEXT))
+            .x_label_formatter(&|t| format!("{}", t.exp2().round()))
+            .y_label_formatter(&|t| format!("{t:.1}"))
+            .draw()
+            .map_err(draw_error)?;
+        for (level, what) in [(1.0, "parity"), (0.9, "0.9 target")] {
+            chart
+                .draw_series(DashedLineSeries::new(
+                    [(x_lo, level), (x_hi, level)],
+                    4,
+                    3,
+                    AXIS.stroke_width(1),
+                ))
+                .map_err(draw_error)?;
+            chart
+                .draw_series([Text::new(
+                    what,
+                    (x_hi - 0.25, level),
+                    text(10.0, false).color(&GREY_TEXT),
+                )])
+                .map_err(draw_error)?;
+        }
+        for line in lines {
+            let colour = if line.pool {
+                colour(Source::ProcessPool)
+            } else {
+                colour(Source::Gilpool(Mode::SubInterpreters))
+            };
+            let pts: Vec<(f64, f64)> = line.points.iter().map(|&(n, v)| (x(n), v)).collect();
+            let style = colour.stroke_width(2);
+            if line.dashed {
+                chart
+                    .draw_series(DashedLineSeries::new(pts.clone(), 6, 4, style))
+                    .map_err(draw_error)?
+            } else {
+                chart
+                    .draw_series(LineSeries::new(pts.clone(), style))
+                    .map_err(draw_error)?
+            }
+            .label(line.label.clone())
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], style));
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, colour.filled())))
+                .map_err(draw_error)?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
+            .background_style(WHITE.mix(0.9))
+            .border_style(GRID)
+            .label_font(text(11.0, false))
+            .draw()
+            .map_err(draw_error)?;
+        root.present().map_err(draw_error)?;
+    }
+    Ok(out)
+}
+
 fn draw_error(e: impl std::fmt::Display) -> String {
     format!("cannot draw the chart: {e}")
 }
@@ -428,6 +558,7 @@ mod tests {
         let plan = Plan {
             allocator: gilpool::Allocator::Default,
             workers: 2,
+            scaling: false,
             repeat: 1,
             paired: 1,
             dir: "python".into(),

@@ -8,8 +8,13 @@ use gilpool::{Engine, Handler, MapChunks, Mode};
 use std::time::Instant;
 
 /// The gilpool configurations: SubInterpreters with 1..=N workers (where
-/// supported) and SingleGil with N (1..=N where SubInterpreters is not).
-fn configurations(workers: usize) -> Vec<(Mode, usize)> {
+/// supported) and SingleGil with N (1..=N where SubInterpreters is not);
+/// in a scaling run, the one of [`scaling::mode`](super::scaling::mode) with N.
+fn configurations(plan: &Plan) -> Vec<(Mode, usize)> {
+    let workers = plan.workers;
+    if plan.scaling {
+        return vec![(super::scaling::mode(), workers)];
+    }
     let mut out = Vec::new();
     if Mode::SubInterpreters.is_supported() {
         out.extend((1..=workers).map(|w| (Mode::SubInterpreters, w)));
@@ -86,11 +91,13 @@ pub(super) fn start_gilpool(
     let mut engines = Vec::new();
     let mut slots = Vec::new();
     let mut expected = None;
-    for (mode, workers) in configurations(plan.workers) {
+    for (mode, workers) in configurations(plan) {
         let started = Instant::now();
         let engine = build_engine(plan, mode, workers, machine)?;
         let mut startup_s = None;
-        for &variant in wl.variants() {
+        // A scaling run times each workload's default `map` only.
+        let variants = &wl.variants()[..if plan.scaling { 1 } else { wl.variants().len() }];
+        for &variant in variants {
             let (batch, chunks) = variant;
             let h = engine
                 .handler("gilpool_workloads", wl.function())

@@ -131,7 +131,12 @@ pub(super) fn measure_workload(
     } = start_gilpool(plan, wl, tasks, machine)?;
     slots.extend(gilpool_slots);
 
-    let paired_key = gilpool_key(Mode::SubInterpreters, plan.workers, wl.variants()[0]);
+    let mode = if plan.scaling {
+        super::scaling::mode()
+    } else {
+        Mode::SubInterpreters
+    };
+    let paired_key = gilpool_key(mode, plan.workers, wl.variants()[0]);
     let in_group = |s: &Slot| s.entry.key == paired_key || PAIRED_PEERS.contains(&&*s.entry.key);
     let (group, others): (Vec<usize>, Vec<usize>) =
         (0..slots.len()).partition(|&i| in_group(&slots[i]));
@@ -188,7 +193,7 @@ pub(super) fn measure_workload(
     }
     let baselines = python.map(Baselines::finish);
 
-    let paired = paired_ratios(&slots, &paired_key, plan.workers);
+    let paired = paired_ratios(&slots, &paired_key, mode, plan.workers);
     // Rows in slot order: the Python peers, then gilpool.
     let entries: Vec<Entry> = slots.into_iter().map(Slot::finish).collect();
     Ok(WorkloadRun {
@@ -202,7 +207,7 @@ pub(super) fn measure_workload(
 
 /// gilpool with all workers against the ceiling and the best
 /// `multiprocessing.Pool` of each round.
-fn paired_ratios(slots: &[Slot], gilpool_key: &str, workers: usize) -> Vec<Paired> {
+fn paired_ratios(slots: &[Slot], gilpool_key: &str, mode: Mode, workers: usize) -> Vec<Paired> {
     let by_key = |key: &str| {
         slots
             .iter()
@@ -228,14 +233,14 @@ fn paired_ratios(slots: &[Slot], gilpool_key: &str, workers: usize) -> Vec<Paire
     let mut out = Vec::new();
     if ceiling.is_some() {
         out.push(Paired {
-            what: format!("gilpool SubInterpreters x{workers} vs the {workers}-process ceiling"),
+            what: format!("gilpool {mode} x{workers} vs the {workers}-process ceiling"),
             ratios: ratio(&|r| at(ceiling, r)),
         });
     }
     if ceiling_sub.is_some() {
         out.push(Paired {
             what: format!(
-                "gilpool SubInterpreters x{workers} vs {workers} processes each in a subinterpreter"
+                "gilpool {mode} x{workers} vs {workers} processes each in a subinterpreter"
             ),
             ratios: ratio(&|r| at(ceiling_sub, r)),
         });
@@ -253,9 +258,7 @@ fn paired_ratios(slots: &[Slot], gilpool_key: &str, workers: usize) -> Vec<Paire
     }
     if !pools.is_empty() {
         out.push(Paired {
-            what: format!(
-                "gilpool SubInterpreters x{workers} vs the round's best multiprocessing.Pool"
-            ),
+            what: format!("gilpool {mode} x{workers} vs the round's best multiprocessing.Pool"),
             ratios: ratio(&|r| pools.iter().filter_map(|p| at(Some(p), r)).reduce(f64::min)),
         });
     }

@@ -41,6 +41,7 @@ mod machine;
 mod measure;
 mod peers;
 mod report;
+mod scaling;
 mod targets;
 
 use self::engines::build_engine;
@@ -83,9 +84,12 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 20000)]
     tasks_trivial: usize,
     /// Workers for the parallel entries (default: the number of cores).
-    /// gilpool SubInterpreters runs with 1..=N workers.
-    #[arg(long)]
-    workers: Option<usize>,
+    /// gilpool SubInterpreters runs with 1..=N workers. Several counts
+    /// (`--workers 1,2,4,8,16`) print the scaling table instead: at each N,
+    /// gilpool against the N-process ceiling and `multiprocessing.Pool(N)`,
+    /// with `--tasks-heavy`/`--tasks-trivial` tasks per worker.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    workers: Vec<usize>,
     /// Rounds; each times every entry once. The table shows each entry's
     /// best round; the paired comparisons use every round.
     #[arg(long, default_value_t = 5)]
@@ -218,6 +222,14 @@ impl Entry {
     fn us_per_task(&self) -> Option<f64> {
         self.seconds().map(|s| s * 1e6 / self.tasks as f64)
     }
+    /// Ran with every result right, or skipped for a reason.
+    fn succeeded(&self) -> bool {
+        match &self.outcome {
+            Outcome::Ran { verified, .. } => *verified,
+            Outcome::Skipped(_) => true,
+            Outcome::Failed(_) => false,
+        }
+    }
     fn short_label(&self) -> String {
         if self.grouping.is_empty() {
             self.label.clone()
@@ -273,10 +285,13 @@ impl From<AllocatorArg> for gilpool::Allocator {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Plan {
     allocator: gilpool::Allocator,
     workers: usize,
+    /// A scaling run: one gilpool row (each workload's default `map`) and
+    /// only the peers of [`scaling::peers`].
+    scaling: bool,
     repeat: usize,
     paired: usize,
     dir: PathBuf,
@@ -284,10 +299,14 @@ struct Plan {
 }
 
 fn run(args: BenchArgs) -> Result<bool, String> {
-    let workers = args
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if workers == 0
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let counts = if args.workers.is_empty() {
+        vec![cores]
+    } else {
+        args.workers.clone()
+    };
+    let workers = counts.iter().copied().max().unwrap_or(cores);
+    if counts.contains(&0)
         || args.repeat == 0
         || args.paired == 0
         || args.tasks_heavy == 0
@@ -298,9 +317,23 @@ fn run(args: BenchArgs) -> Result<bool, String> {
                 .into(),
         );
     }
+    let mut sorted = counts.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.len() != counts.len() {
+        return Err(format!(
+            "--workers {}: each worker count may appear once",
+            args.workers
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+    }
     let plan = Plan {
         allocator: args.allocator.into(),
         workers,
+        scaling: counts.len() > 1,
         repeat: args.repeat,
         paired: args.paired,
         dir: workloads_dir(),
@@ -331,6 +364,9 @@ fn run(args: BenchArgs) -> Result<bool, String> {
     build_engine(&plan, Mode::SingleGil, 1, &mut machine)?.shutdown();
     machine.runtime_start_s = t.elapsed().as_secs_f64();
     machine.probe_before = speed_probe(&plan, &machine.executable);
+    if plan.scaling {
+        return run_scaling(&args, &plan, &counts, workloads, machine);
+    }
     let mut runs = Vec::new();
     for &wl in workloads {
         let tasks = match wl {
@@ -372,14 +408,52 @@ fn run(args: BenchArgs) -> Result<bool, String> {
         write_output(path, &(text + "\n"))?;
         eprintln!("gilpool bench: JSON written to {}", path.display());
     }
+    let all_ok = runs.iter().flat_map(|r| &r.entries).all(Entry::succeeded);
+    if !all_ok {
+        eprintln!("gilpool bench: some entries failed or returned wrong results (see the tables)");
+    }
+    Ok(all_ok)
+}
+
+/// `--workers` with several counts: the scaling table (no latency section).
+fn run_scaling(
+    args: &BenchArgs,
+    plan: &Plan,
+    counts: &[usize],
+    workloads: &[Workload],
+    mut machine: Machine,
+) -> Result<bool, String> {
+    if args.latency_samples > 0 && workloads.contains(&Workload::Trivial) {
+        eprintln!("gilpool bench: a scaling run has no latency section (one --workers count has)");
+    }
+    let mut runs = Vec::new();
+    for &wl in workloads {
+        let per_worker = match wl {
+            Workload::Heavy | Workload::Library => args.tasks_heavy,
+            Workload::Trivial => args.tasks_trivial,
+        };
+        let points =
+            scaling::measure_scaling(plan, counts, wl, per_worker, args.skip_python, &mut machine)?;
+        runs.push((wl, points));
+    }
+    machine.probe_after = speed_probe(plan, &machine.executable);
+    machine.load_after = loadavg();
+    scaling::print_scaling(plan, &machine, &runs);
+    if let Some(path) = &args.chart {
+        write_output(path, &scaling::svg(&runs, &machine)?)?;
+        eprintln!("gilpool bench: chart written to {}", path.display());
+    }
+    if let Some(path) = &args.json {
+        let doc = scaling::scaling_json(plan, &machine, &runs);
+        let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
+        write_output(path, &(text + "\n"))?;
+        eprintln!("gilpool bench: JSON written to {}", path.display());
+    }
     let all_ok = runs
         .iter()
-        .flat_map(|r| &r.entries)
-        .all(|e| match &e.outcome {
-            Outcome::Ran { verified, .. } => *verified,
-            Outcome::Skipped(_) => true,
-            Outcome::Failed(_) => false,
-        });
+        .flat_map(|(_, points)| points)
+        .flat_map(|p| &p.run.entries)
+        .all(Entry::succeeded);
     if !all_ok {
         eprintln!("gilpool bench: some entries failed or returned wrong results (see the tables)");
     }

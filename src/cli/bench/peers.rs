@@ -30,12 +30,17 @@ impl Baselines {
         tasks: usize,
     ) -> Result<Baselines, String> {
         let script = plan.dir.join("gilpool_baselines.py");
-        let mut child = Command::new(executable)
+        let mut command = Command::new(executable);
+        command
             .arg(&script)
             .arg("--serve")
             .args(["--workload", wl.name()])
             .args(["--tasks", &tasks.to_string()])
-            .args(["--workers", &plan.workers.to_string()])
+            .args(["--workers", &plan.workers.to_string()]);
+        if plan.scaling {
+            command.args(["--only", &super::scaling::peers(wl).join(",")]);
+        }
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
