@@ -9,3 +9,4 @@ cargo clippy --workspace --all-targets --features cuda -- -D warnings
 cargo test --release --features cuda --test cuda --test buffers -- --nocapture
 cargo test --release --features cuda --doc
 cargo run --release --features cuda --example gpu_stage
+cargo bench --features cuda --bench staging

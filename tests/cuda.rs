@@ -3,7 +3,8 @@
 //! they skip and why. With a GPU: uploads from commit closures reach
 //! Python as `__cuda_array_interface__`/`__dlpack__` objects in every
 //! mode (no GPU framework needed to read the protocols), and CUDA arrays
-//! come back to the device or the host.
+//! come back to the device or the host; CuPy and PyTorch, where this
+//! Python has them, read a staged buffer in place on the main interpreter.
 #![cfg(feature = "cuda")]
 
 mod common;
@@ -132,4 +133,56 @@ fn shared_buffers_upload_with_their_shape() {
         .with_layout("ii", 8, None)
         .unwrap();
     assert!(stage.upload_buffer(&odd).unwrap_err().is_config());
+}
+
+#[test]
+fn staged_buffers_are_read_in_place_by_cupy_and_torch() {
+    let Some(stage) = stage("staged_buffers_are_read_in_place_by_cupy_and_torch") else {
+        return;
+    };
+    // GPU frameworks refuse own-GIL subinterpreters: the main interpreter.
+    let engine = builder(gilpool::Mode::SingleGil)
+        .sys_path(FIXTURES)
+        .build()
+        .unwrap();
+    let frameworks: Vec<String> = engine
+        .load("cuda_frameworks", "available")
+        .unwrap()
+        .invoke(())
+        .unwrap();
+    if frameworks.is_empty() {
+        skip!("SKIP staged_buffers_are_read_in_place_by_cupy_and_torch: this Python has neither CuPy nor a CUDA build of PyTorch");
+        return;
+    }
+    let read = engine.load("cuda_frameworks", "read").unwrap();
+    let data: Vec<f32> = (0..4096).map(|i| (i % 7) as f32).collect();
+    let expected: f64 = data.iter().map(|&v| f64::from(v)).sum();
+    type Views = Vec<(f64, u64, Vec<usize>)>;
+    for name in frameworks {
+        // Uploaded here, read in place: the framework sees gilpool's pointer
+        // and shape through both protocols.
+        let buf = stage.upload(&data).unwrap().with_shape([64, 64]).unwrap();
+        let views: Views = read.invoke((name.clone(), buf.clone())).unwrap();
+        assert_eq!(views.len(), 2, "{name}");
+        for (i, (sum, ptr, shape)) in views.into_iter().enumerate() {
+            let how = ["__cuda_array_interface__", "__dlpack__"][i];
+            assert_eq!(sum, expected, "{name} through {how}");
+            assert_eq!(ptr, buf.device_ptr(), "{name} through {how} copied");
+            assert_eq!(shape, [64, 64], "{name} through {how}");
+        }
+        // Staged by a commit closure, ahead of the run, with no GIL.
+        let s = stage.clone();
+        let sent = data.clone();
+        let who = name.clone();
+        let sums = read
+            .submit_with(
+                move || Ok((who, s.upload(&sent)?)),
+                |obj| Views::from_python(&obj),
+            )
+            .unwrap()
+            .wait()
+            .unwrap();
+        assert!(sums.iter().all(|v| v.0 == expected), "{name}: {sums:?}");
+    }
+    engine.shutdown();
 }
