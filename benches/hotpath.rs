@@ -22,13 +22,15 @@ use std::time::Duration;
 const TASKS: i64 = 1024;
 
 fn engine(mode: Mode, workers: usize, metrics: bool) -> Engine {
-    Engine::builder()
+    let engine = Engine::builder()
         .mode(mode)
         .workers(workers)
         .metrics(metrics)
         .sys_path(workloads())
         .build()
-        .expect("engine starts")
+        .expect("engine starts");
+    engine.wait_ready().expect("every worker starts");
+    engine
 }
 
 fn onoff(on: bool) -> &'static str {

@@ -56,6 +56,7 @@ fn measure(mode: Mode, workers: usize) -> Row {
         .sys_path(workloads())
         .build()
         .expect("engine starts");
+    engine.wait_ready().expect("every worker starts");
     let built = rss_kib() as i64;
     let inc = engine
         .handler("gilpool_workloads", "inc")
@@ -259,6 +260,7 @@ fn engine_cycle(mode: Mode, tasks: bool) {
         .sys_path(workloads())
         .build()
         .expect("engine starts");
+    engine.wait_ready().expect("every worker starts");
     if tasks {
         let inc = engine.load("gilpool_workloads", "inc").expect("inc loads");
         let futures: Vec<_> = (0..100i64)

@@ -6,8 +6,10 @@
 //!   (`raw/attach_call_detach`, and `raw/call_attached`, the call alone);
 //! - `per_task/<mode>`: 1024 tasks through `Handler::map`, batch 64 and
 //!   unbatched (reported per task as throughput);
-//! - `startup/<mode>`: `EngineBuilder::build` for 1 and 2 workers (the
-//!   Python runtime itself is started once, before).
+//! - `startup/<mode>`: `EngineBuilder::build` for 1 and 2 workers
+//!   (`build_workers`: until it returns, one worker up; `all_ready_workers`:
+//!   until `Engine::wait_ready`, every worker up; the Python runtime itself
+//!   is started once, before).
 //!
 //! `cargo bench --bench overhead` (about a minute); RSS per worker is in
 //! `benches/memory.rs`.
@@ -159,23 +161,26 @@ fn startup(c: &mut Criterion) {
             .sampling_mode(SamplingMode::Flat)
             .warm_up_time(Duration::from_millis(300))
             .measurement_time(Duration::from_secs(1));
-        for workers in [1usize, 2] {
-            g.bench_with_input(
-                BenchmarkId::new("build_workers", workers),
-                &workers,
-                |b, &w| {
+        // `build_workers`: until `build` returns (one worker up);
+        // `all_ready_workers`: until every worker is (`wait_ready`).
+        for (name, all) in [("build_workers", false), ("all_ready_workers", true)] {
+            for workers in [1usize, 2] {
+                g.bench_with_input(BenchmarkId::new(name, workers), &workers, |b, &w| {
                     b.iter_custom(|iters| {
                         let mut total = Duration::ZERO;
                         for _ in 0..iters {
                             let t = Instant::now();
                             let e = engine(mode, w);
+                            if all {
+                                e.wait_ready().expect("every worker starts");
+                            }
                             total += t.elapsed();
                             e.shutdown();
                         }
                         total
                     })
-                },
-            );
+                });
+            }
         }
         g.finish();
     }

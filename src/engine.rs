@@ -112,7 +112,8 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Starts a lane of `workers`: its watchdog, its initializers (once, for
-    /// the main interpreter), its workers; waits until every worker is up.
+    /// the main interpreter), its workers; waits until one worker is up
+    /// (the others go on starting in the background).
     fn start_lane(&self, kind: LaneKind, workers: usize) -> Result<Arc<Lane>> {
         if kind == LaneKind::Main {
             let inits: Vec<Initializer> = self
@@ -142,31 +143,21 @@ impl Shared {
                 })?
         };
         self.watchdogs.lock().unwrap().push(watchdog);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let mut first_error = None;
         let mut started = 0;
         for slot in 0..workers {
-            match lane.spawn_worker(slot, 0, Some(ready_tx.clone())) {
+            match lane.spawn_worker(slot, 0, true) {
                 Ok(()) => started += 1,
                 Err(e) => {
-                    first_error.get_or_insert(format!("cannot spawn a worker thread: {e}"));
+                    first_error = Some(format!("cannot spawn a worker thread: {e}"));
                     break;
                 }
             }
         }
-        drop(ready_tx);
-        for _ in 0..started {
-            match ready_rx.recv() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    first_error.get_or_insert(e);
-                }
-                Err(_) => {
-                    first_error.get_or_insert_with(|| "a worker exited during start-up".into());
-                }
-            }
-        }
-        if let Some(e) = first_error {
+        // Handed out once one worker is up; the rest keep starting (see
+        // `Startup`). A thread that could not be spawned fails the build.
+        let first_up = lane.startup.wait_first(&lane, started);
+        if let Some(e) = first_error.or(first_up.err()) {
             stop_lanes(std::slice::from_ref(&lane), Instant::now(), false);
             lane.watch.stop();
             return Err(Error::new(ErrorKind::Init(e)));
@@ -369,6 +360,38 @@ impl Engine {
     /// Number of workers (of the sub lane in [`Mode::SubInterpreters`]).
     pub fn workers(&self) -> usize {
         self.shared.workers
+    }
+
+    /// Waits until every worker of the running lanes has started.
+    /// [`EngineBuilder::build`] returns as soon as one worker of a lane is
+    /// up, and the others come up in the background (interpreters are
+    /// created one at a time), taking work as they do; call this where all
+    /// of them should be up first (a benchmark's warm-up, say). `Err`
+    /// names the workers that failed to start; the engine runs on without
+    /// them (each is also a warning, see [`warnings`](Self::warnings)).
+    ///
+    /// ```no_run
+    /// # fn main() -> gilpool::Result<()> {
+    /// let engine = gilpool::Engine::builder().workers(4).sys_path("python").build()?;
+    /// engine.wait_ready()?; // all four interpreters are up
+    /// # Ok(()) }
+    /// ```
+    pub fn wait_ready(&self) -> Result<()> {
+        let mut failed = Vec::new();
+        for lane in self.shared.lanes() {
+            for (slot, e) in lane.startup.wait_all() {
+                failed.push(format!("worker {}-{slot}: {e}", lane.kind.name()));
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::new(ErrorKind::Init(format!(
+                "{} worker(s) failed to start: {}",
+                failed.len(),
+                failed.join("; ")
+            ))))
+        }
     }
 
     /// The running CPython's version.

@@ -110,6 +110,86 @@ pub(crate) struct Lane {
     warnings: Mutex<Vec<String>>,
     /// `Held` objects of the main interpreter to give back (main lane).
     pub(crate) releases: Arc<Releases>,
+    /// The first start of the lane's workers.
+    pub(crate) startup: Startup,
+}
+
+/// The first start of a lane's workers. The lane is usable once one worker
+/// is up ([`wait_first`](Self::wait_first)); the others go on starting in
+/// the background (one interpreter created at a time, `ffi/src/interp.rs`)
+/// and take work as they come up. A worker that fails to start after the
+/// lane was handed out is a warning, as for a replacement worker.
+#[derive(Debug, Default)]
+pub(crate) struct Startup {
+    state: Mutex<StartState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct StartState {
+    /// Workers whose thread was spawned for the first start.
+    spawned: usize,
+    ready: usize,
+    /// Each failure, with the worker's slot.
+    failed: Vec<(usize, String)>,
+    /// Whether `wait_first` returned the lane to its engine.
+    handed_out: bool,
+}
+
+impl Startup {
+    /// A worker of the first start reports whether it came up.
+    pub(crate) fn report(&self, lane: &Lane, slot: usize, outcome: Result<(), String>) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match outcome {
+            Ok(()) => st.ready += 1,
+            Err(e) => {
+                if st.handed_out {
+                    lane.warn(starting_failed(lane, slot, &e));
+                }
+                st.failed.push((slot, e));
+            }
+        }
+        self.changed.notify_all();
+    }
+
+    /// Waits until one of the `spawned` workers is up (`Ok`, and the lane
+    /// is handed out: failures seen so far become warnings) or all of them
+    /// failed (the first failure).
+    pub(crate) fn wait_first(&self, lane: &Lane, spawned: usize) -> Result<(), String> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.spawned = spawned;
+        while st.ready == 0 && st.failed.len() < spawned {
+            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        if st.ready == 0 {
+            return Err(st
+                .failed
+                .first()
+                .map_or_else(|| "the lane has no worker".into(), |(_, e)| e.clone()));
+        }
+        st.handed_out = true;
+        for (slot, e) in &st.failed {
+            lane.warn(starting_failed(lane, *slot, e));
+        }
+        Ok(())
+    }
+
+    /// Waits until every worker of the first start is up or failed; the
+    /// failures, with their slots.
+    pub(crate) fn wait_all(&self) -> Vec<(usize, String)> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        while st.ready + st.failed.len() < st.spawned {
+            st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+        st.failed.clone()
+    }
+}
+
+fn starting_failed(lane: &Lane, slot: usize, e: &str) -> String {
+    format!(
+        "worker {}-{slot} failed to start: {e}; the lane runs without it",
+        lane.kind.name()
+    )
 }
 
 static NEXT_LANE: AtomicU64 = AtomicU64::new(1);
@@ -145,23 +225,25 @@ impl Lane {
             end_by: Mutex::new(None),
             warnings: Mutex::new(Vec::new()),
             releases: Arc::new(Releases::default()),
+            startup: Startup::default(),
         })
     }
 
-    /// Starts a thread serving `slot` as `generation`; it reports on
-    /// `ready` once its interpreter is up (or failed).
+    /// Starts a thread serving `slot` as `generation`. A worker of the
+    /// lane's first start (`first`) reports to [`Lane::startup`] once its
+    /// interpreter is up or failed; a replacement warns if it fails.
     pub(crate) fn spawn_worker(
         self: &Arc<Lane>,
         slot: usize,
         generation: u64,
-        ready: Option<Sender<Result<(), String>>>,
+        first: bool,
     ) -> std::io::Result<()> {
         *self.live.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         let start = WorkerStart {
             lane: self.clone(),
             slot,
             generation,
-            ready,
+            first,
         };
         let spawned = std::thread::Builder::new()
             .name(format!("gilpool-{}-{slot}", self.kind.name()))

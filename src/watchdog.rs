@@ -464,7 +464,7 @@ pub(crate) fn quarantine(lane: &Arc<Lane>, slot: usize, run: u64, reason: Reason
             "worker {}-{slot}: a task {what} and did not stop when interrupted; quarantined (thread and interpreter abandoned) and replaced by a fresh worker",
             lane.kind.name()
         ));
-        if let Err(e) = lane.spawn_worker(slot, generation, None) {
+        if let Err(e) = lane.spawn_worker(slot, generation, false) {
             lane.warn(format!(
                 "worker {}-{slot}: no replacement: {e}",
                 lane.kind.name()

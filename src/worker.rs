@@ -31,7 +31,6 @@ use gilpool_ffi::{
 use import::lookup;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,9 +43,10 @@ pub(crate) struct WorkerStart {
     pub(crate) lane: Arc<Lane>,
     pub(crate) slot: usize,
     pub(crate) generation: u64,
-    /// Where to report start-up (the engine's build waits on it); a
-    /// replacement has none and reports failures as warnings.
-    pub(crate) ready: Option<Sender<std::result::Result<(), String>>>,
+    /// Whether this is the lane's first start, reported to
+    /// [`Lane::startup`](crate::lane::Lane) (the engine's build waits for
+    /// the first worker up); a replacement reports failures as warnings.
+    pub(crate) first: bool,
 }
 
 /// The interpreter a worker attaches through.
@@ -70,18 +70,16 @@ pub(crate) fn run(start: WorkerStart) {
         lane,
         slot: index,
         generation,
-        ready,
+        first,
     } = start;
     let slot = lane.slots[index].clone();
-    let report = |r: std::result::Result<(), String>| match (&ready, r) {
-        (Some(tx), r) => {
-            let _ = tx.send(r);
-        }
-        (None, Err(e)) => lane.warn(format!(
+    let report = |r: std::result::Result<(), String>| match (first, r) {
+        (true, r) => lane.startup.report(&lane, index, r),
+        (false, Err(e)) => lane.warn(format!(
             "replacement worker {}-{index} failed to start: {e}",
             lane.kind.name()
         )),
-        (None, Ok(())) => {}
+        (false, Ok(())) => {}
     };
     let cores = &lane.config.cores;
     if !cores.is_empty() {

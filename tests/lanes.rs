@@ -267,6 +267,52 @@ fn initializers_run_once_per_interpreter_and_failures_fail_build() {
 }
 
 #[test]
+fn a_worker_that_fails_to_start_beside_one_that_did_is_a_warning() {
+    // Own interpreters only: the main lane runs its initializers once.
+    if !Mode::SubInterpreters.is_supported() {
+        return;
+    }
+    let flag = std::env::temp_dir().join(format!("gilpool-first-only-{}", std::process::id()));
+    let _ = std::fs::remove_file(&flag);
+    let engine = builder(Mode::SubInterpreters)
+        .workers(3)
+        .initializer(
+            "lanes_fixture",
+            "init_first_only",
+            [Value::from(flag.to_string_lossy().into_owned())],
+        )
+        .build()
+        .unwrap();
+    // Exactly one interpreter ran the initializer without raising: the
+    // other two workers fail to start, and wait_ready names both.
+    let e = engine.wait_ready().unwrap_err();
+    assert!(e.is_init(), "{e}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("2 worker(s) failed to start") && msg.contains("not the first interpreter"),
+        "{msg}"
+    );
+    let warned: Vec<String> = engine
+        .warnings()
+        .into_iter()
+        .filter(|w| w.contains("failed to start") && w.contains("the lane runs without it"))
+        .collect();
+    assert_eq!(warned.len(), 2, "{:?}", engine.warnings());
+    // The worker that started takes every task.
+    let get = engine.load("lanes_fixture", "get_state").unwrap();
+    let futs: Vec<_> = (0..30)
+        .map(|_| get.submit::<_, Value>(()).unwrap())
+        .collect();
+    for f in futs {
+        common::resolve(f, GENEROUS).unwrap();
+    }
+    let tasks: u64 = engine.metrics().workers.iter().map(|w| w.tasks).sum();
+    assert_eq!(tasks, 30);
+    engine.shutdown();
+    let _ = std::fs::remove_file(&flag);
+}
+
+#[test]
 fn numpy_matrices_pass_between_handlers_as_held() {
     for mode in common::modes() {
         let Some(b) = numpy_builder(mode) else {

@@ -98,6 +98,8 @@ fn run(args: DemoArgs) -> Result<(), String> {
                 .sys_path(&dir)
                 .build()
                 .map_err(|e| e.to_string())?;
+            // Every interpreter up before the warm-up and the clock.
+            engine.wait_ready().map_err(|e| e.to_string())?;
             version = engine.python_version().to_string();
             executable = engine.python_executable().to_string();
             let heavy = engine

@@ -318,8 +318,14 @@ impl EngineBuilder {
         self
     }
 
-    /// Initialises Python (once per process), creates the workers and their
-    /// interpreters, and waits until every one is ready.
+    /// Initialises Python (once per process), starts the workers, and
+    /// returns once one worker of each started lane has its interpreter up:
+    /// the others create theirs in the background, one at a time, and take
+    /// work as they come up ([`Engine::wait_ready`] waits for all of them).
+    /// It fails when no worker of a lane starts (an initializer that raises
+    /// fails in every interpreter, so it fails the build); a worker that
+    /// fails to start beside one that did is a warning, and the lane runs
+    /// without it.
     pub fn build(self) -> Result<Engine> {
         if self.stack_size < 256 << 10 {
             return Err(Error::config(format!(

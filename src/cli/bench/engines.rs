@@ -38,6 +38,10 @@ pub(super) fn build_engine(
         .sys_path(&plan.dir)
         .build()
         .map_err(|e| format!("cannot start a {mode} engine with {workers} workers: {e}"))?;
+    // Every worker up before any warm-up or timing.
+    engine
+        .wait_ready()
+        .map_err(|e| format!("{mode} engine with {workers} workers: {e}"))?;
     if engine.mode() != mode {
         return Err(format!(
             "asked for {mode}, the engine runs {}",
