@@ -85,7 +85,15 @@ pub(crate) fn run(start: WorkerStart) {
     if !cores.is_empty() {
         core_affinity::set_for_current(cores[index % cores.len()]);
     }
-    let opened = match open(&lane, index) {
+    // A panic while opening still reports (the build may be waiting on
+    // this worker alone).
+    let opened = catch_unwind(AssertUnwindSafe(|| open(&lane, index))).unwrap_or_else(|p| {
+        Err(format!(
+            "the worker panicked while starting: {}",
+            panic_message(&*p)
+        ))
+    });
+    let opened = match opened {
         Ok(o) => o,
         Err(e) => {
             report(Err(e));
