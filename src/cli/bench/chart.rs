@@ -12,6 +12,7 @@ use gilpool::Mode;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::ops::Range;
@@ -430,7 +431,10 @@ pub(super) fn lines_svg(title: &str, subtitle: &str, lines: &[Line]) -> Result<S
             .y_label_formatter(&|t| format!("{t:.1}"))
             .draw()
             .map_err(draw_error)?;
-        for (level, what) in [(1.0, "parity"), (0.9, "0.9 target")] {
+        for (level, what, v) in [
+            (1.0, "parity", VPos::Bottom),
+            (0.9, "0.9 target", VPos::Top),
+        ] {
             chart
                 .draw_series(DashedLineSeries::new(
                     [(x_lo, level), (x_hi, level)],
@@ -443,10 +447,13 @@ pub(super) fn lines_svg(title: &str, subtitle: &str, lines: &[Line]) -> Result<S
                 .draw_series([Text::new(
                     what,
                     (x_hi - 0.25, level),
-                    text(10.0, false).color(&GREY_TEXT),
+                    text(10.0, false)
+                        .color(&GREY_TEXT)
+                        .pos(Pos::new(HPos::Left, v)),
                 )])
                 .map_err(draw_error)?;
         }
+        let mut legend_x = 12;
         for line in lines {
             let colour = if line.pool {
                 colour(Source::ProcessPool)
@@ -455,29 +462,32 @@ pub(super) fn lines_svg(title: &str, subtitle: &str, lines: &[Line]) -> Result<S
             };
             let pts: Vec<(f64, f64)> = line.points.iter().map(|&(n, v)| (x(n), v)).collect();
             let style = colour.stroke_width(2);
+            // The legend, in the header as in the bar chart.
+            let key = [(legend_x, 52), (legend_x + 22, 52)];
             if line.dashed {
+                header
+                    .draw(&DashedPathElement::new(key, 5, 3, style))
+                    .map_err(draw_error)?;
                 chart
                     .draw_series(DashedLineSeries::new(pts.clone(), 6, 4, style))
-                    .map_err(draw_error)?
+                    .map_err(draw_error)?;
             } else {
+                header
+                    .draw(&PathElement::new(key, style))
+                    .map_err(draw_error)?;
                 chart
                     .draw_series(LineSeries::new(pts.clone(), style))
-                    .map_err(draw_error)?
+                    .map_err(draw_error)?;
             }
-            .label(line.label.clone())
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], style));
+            let label = text(11.0, false).pos(Pos::new(HPos::Left, VPos::Center));
+            header
+                .draw(&Text::new(line.label.clone(), (legend_x + 27, 52), label))
+                .map_err(draw_error)?;
+            legend_x += 40 + (6.3 * line.label.chars().count() as f64) as i32;
             chart
                 .draw_series(pts.iter().map(|&p| Circle::new(p, 3, colour.filled())))
                 .map_err(draw_error)?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerLeft)
-            .background_style(WHITE.mix(0.9))
-            .border_style(GRID)
-            .label_font(text(11.0, false))
-            .draw()
-            .map_err(draw_error)?;
         root.present().map_err(draw_error)?;
     }
     Ok(out)
@@ -584,6 +594,38 @@ mod tests {
         // Two panels of three rows each under the header.
         let height = HEADER_H + 2 * (PANEL_TOP + (3.0 * ROW_H + 6.0) as u32 + PANEL_BOTTOM);
         assert!(svg.contains(&format!("height=\"{}\"", height + FOOTER_H)));
+    }
+
+    #[test]
+    fn draws_a_line_per_comparison_with_a_tick_per_worker_count() {
+        let line = |label: &str, pool, dashed| Line {
+            label: label.into(),
+            pool,
+            dashed,
+            points: vec![(1, 1.02), (2, 0.97), (16, 0.91)],
+        };
+        let svg = lines_svg(
+            "scaling",
+            "a subtitle",
+            &[
+                line("heavy: vs ceiling", false, false),
+                line("trivial: vs pool", true, true),
+            ],
+        )
+        .unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert!(!svg.contains("NaN") && !svg.contains("inf"), "{svg}");
+        for text in [
+            "heavy: vs ceiling",
+            "trivial: vs pool",
+            ">\n16\n<",
+            "0.9 target",
+            "a subtitle",
+        ] {
+            assert!(svg.contains(text), "no {text:?} in {svg}");
+        }
+        // Three points per line.
+        assert_eq!(svg.matches("<circle").count(), 6, "{svg}");
     }
 
     #[test]

@@ -232,15 +232,10 @@ pub(super) fn svg(runs: &[(Workload, Vec<Point>)], m: &Machine) -> Result<String
                 .filter_map(|p| Some((p.workers, p.paired(what)?.median()?)))
                 .collect();
             if !at.is_empty() {
-                let dashed = *wl == Workload::Trivial;
                 lines.push(Line {
-                    label: format!(
-                        "{}{}: vs {peer}",
-                        wl.name(),
-                        if dashed { " (dashed)" } else { "" }
-                    ),
+                    label: format!("{}: vs {peer}", wl.name()),
                     pool,
-                    dashed,
+                    dashed: *wl == Workload::Trivial,
                     points: at,
                 });
             }
