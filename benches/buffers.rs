@@ -11,6 +11,10 @@
 //! tests made under the target directory; without either, the numpy rows
 //! say why they are skipped.
 
+mod common;
+
+use common::fmt_duration;
+
 use gilpool::{Engine, Handler, Mode, SharedBuffer, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -63,15 +67,6 @@ fn pass_bytes(h: &Handler, len: usize, reps: usize) -> Duration {
             .expect("buffer_len");
         assert_eq!(got as usize, len);
     })
-}
-
-fn fmt(d: Duration) -> String {
-    let us = d.as_secs_f64() * 1e6;
-    if us >= 1000.0 {
-        format!("{:.2} ms", us / 1000.0)
-    } else {
-        format!("{us:.1} µs")
-    }
 }
 
 fn secs(d: f64) -> Duration {
@@ -133,8 +128,12 @@ struct Table {
 
 impl Table {
     fn row(&mut self, what: &str, payload: &str, t: Option<Duration>, note: String) {
-        self.rows
-            .push([what.into(), payload.into(), t.map_or("—".into(), fmt), note]);
+        self.rows.push([
+            what.into(),
+            payload.into(),
+            t.map_or("—".into(), fmt_duration),
+            note,
+        ]);
     }
 }
 
@@ -270,7 +269,7 @@ fn main() {
                 format!(
                     "{:.2}x the 64 B call; creating the block and copying the data in once: {}",
                     sb.zip(ss).map_or(f64::NAN, |(b, s)| b / s),
-                    get("shm_setup").map_or("?".into(), |v| fmt(secs(v)))
+                    get("shm_setup").map_or("?".into(), |v| fmt_duration(secs(v)))
                 ),
             );
             if let Some(pb) = pb {

@@ -14,6 +14,10 @@
 //! the pipeline says why it skips. Wrong results panic; failures show in the
 //! tables and make the exit status 1.
 
+mod common;
+
+use common::fmt_duration;
+
 use gilpool::{CudaStage, CudaVec, Engine, FromPython, Handler, Mode};
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr};
 use std::sync::Arc;
@@ -44,15 +48,6 @@ fn median_of<E>(reps: usize, mut once: impl FnMut() -> Result<Duration, E>) -> R
         once()?;
     }
     Ok(median((0..reps).map(|_| once()).collect::<Result<_, E>>()?))
-}
-
-fn fmt(d: Duration) -> String {
-    let us = d.as_secs_f64() * 1e6;
-    if us >= 1000.0 {
-        format!("{:.2} ms", us / 1000.0)
-    } else {
-        format!("{us:.1} µs")
-    }
 }
 
 type CuResult = c_int;
@@ -218,7 +213,7 @@ fn upload_table(stage: &CudaStage, raw: &Result<Raw, String>) -> bool {
         };
         let gbs = |d: &Duration| bytes as f64 / d.as_secs_f64() / 1e9;
         let cell = |r: &Result<Duration, String>| match r {
-            Ok(d) => format!("{:.2} GB/s ({})", gbs(d), fmt(*d)),
+            Ok(d) => format!("{:.2} GB/s ({})", gbs(d), fmt_duration(*d)),
             Err(e) => e.clone(),
         };
         let ratio = |b: &Result<Duration, String>| match (&g, b) {
@@ -304,7 +299,7 @@ fn pipeline_table(engine: &Engine, stage: &CudaStage) -> bool {
             for (d, t) in DEPTHS.iter().zip(&times) {
                 let rate = BATCHES as f64 / t.as_secs_f64();
                 let vs = times[0].as_secs_f64() / t.as_secs_f64();
-                println!("| {d} | {} | {rate:.0} | {vs:.2}x |", fmt(*t));
+                println!("| {d} | {} | {rate:.0} | {vs:.2}x |", fmt_duration(*t));
             }
             true
         }

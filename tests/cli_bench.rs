@@ -31,26 +31,49 @@ fn entry<'a>(report: &'a Json, key: &str) -> &'a Json {
         .unwrap_or_else(|| panic!("no entry {key} in {report:#}"))
 }
 
-#[test]
-fn bench_runs_every_peer_in_interleaved_rounds() {
-    let dir = scratch("full");
-    let (chart, json) = (dir.join("chart.svg"), dir.join("bench.json"));
+/// `gilpool bench ARGS --chart CHART --json JSON`, which must exit 0: its
+/// stdout.
+fn bench_ok(args: &[&str], chart: &Path, json: &Path) -> String {
     let out = gilpool()
-        .args(["bench", "--workload", "trivial", "--tasks-trivial", "400"])
-        .args(["--workers", "2", "--repeat", "2", "--paired", "2"])
-        .args(["--latency-samples", "300"])
+        .arg("bench")
+        .args(args)
         .arg("--chart")
-        .arg(&chart)
+        .arg(chart)
         .arg("--json")
-        .arg(&json)
+        .arg(json)
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         out.status.code(),
         Some(0),
         "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    stdout
+}
+
+#[test]
+fn bench_runs_every_peer_in_interleaved_rounds() {
+    let dir = scratch("full");
+    let (chart, json) = (dir.join("chart.svg"), dir.join("bench.json"));
+    let stdout = bench_ok(
+        &[
+            "--workload",
+            "trivial",
+            "--tasks-trivial",
+            "400",
+            "--workers",
+            "2",
+            "--repeat",
+            "2",
+            "--paired",
+            "2",
+            "--latency-samples",
+            "300",
+        ],
+        &chart,
+        &json,
     );
     let report: Json = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["repeat"], 2);
@@ -204,22 +227,23 @@ fn bench_rejects_zero_rounds_with_usage_error() {
 fn bench_with_several_worker_counts_prints_the_scaling_table() {
     let dir = scratch("scaling");
     let (chart, json) = (dir.join("scaling.svg"), dir.join("scaling.json"));
-    let out = gilpool()
-        .args(["bench", "--workload", "trivial", "--tasks-trivial", "300"])
-        .args(["--workers", "1,2", "--repeat", "2", "--paired", "1"])
-        .args(["--latency-samples", "0"])
-        .arg("--chart")
-        .arg(&chart)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    let stdout = bench_ok(
+        &[
+            "--workload",
+            "trivial",
+            "--tasks-trivial",
+            "300",
+            "--workers",
+            "1,2",
+            "--repeat",
+            "2",
+            "--paired",
+            "1",
+            "--latency-samples",
+            "0",
+        ],
+        &chart,
+        &json,
     );
     assert!(stdout.contains("# gilpool bench: scaling"), "{stdout}");
     // One row per N, each with N times the tasks per worker.

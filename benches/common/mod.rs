@@ -23,3 +23,13 @@ pub(crate) fn modes() -> Vec<Mode> {
     out.push(Mode::SingleGil);
     out
 }
+
+/// A duration for a table: `12.3 µs` below a millisecond, `1.23 ms` above.
+pub(crate) fn fmt_duration(d: std::time::Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us >= 1000.0 {
+        format!("{:.2} ms", us / 1000.0)
+    } else {
+        format!("{us:.1} µs")
+    }
+}
