@@ -9,11 +9,11 @@ use std::time::Instant;
 
 /// The gilpool configurations: SubInterpreters with 1..=N workers (where
 /// supported) and SingleGil with N (1..=N where SubInterpreters is not);
-/// in a scaling run, the one of [`scaling::mode`](super::scaling::mode) with N.
+/// in a scaling run, the paired mode with N only.
 fn configurations(plan: &Plan) -> Vec<(Mode, usize)> {
     let workers = plan.workers;
     if plan.scaling {
-        return vec![(super::scaling::mode(), workers)];
+        return vec![(plan.paired_mode(), workers)];
     }
     let mut out = Vec::new();
     if Mode::SubInterpreters.is_supported() {
@@ -100,7 +100,11 @@ pub(super) fn start_gilpool(
         let engine = build_engine(plan, mode, workers, machine)?;
         let mut startup_s = None;
         // A scaling run times each workload's default `map` only.
-        let variants = &wl.variants()[..if plan.scaling { 1 } else { wl.variants().len() }];
+        let variants = if plan.scaling {
+            &wl.variants()[..1]
+        } else {
+            wl.variants()
+        };
         for &variant in variants {
             let (batch, chunks) = variant;
             let h = engine

@@ -131,11 +131,7 @@ pub(super) fn measure_workload(
     } = start_gilpool(plan, wl, tasks, machine)?;
     slots.extend(gilpool_slots);
 
-    let mode = if plan.scaling {
-        super::scaling::mode()
-    } else {
-        Mode::SubInterpreters
-    };
+    let mode = plan.paired_mode();
     let paired_key = gilpool_key(mode, plan.workers, wl.variants()[0]);
     let in_group = |s: &Slot| s.entry.key == paired_key || PAIRED_PEERS.contains(&&*s.entry.key);
     let (group, others): (Vec<usize>, Vec<usize>) =

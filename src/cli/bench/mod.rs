@@ -222,13 +222,19 @@ impl Entry {
     fn us_per_task(&self) -> Option<f64> {
         self.seconds().map(|s| s * 1e6 / self.tasks as f64)
     }
-    /// Ran with every result right, or skipped for a reason.
-    fn succeeded(&self) -> bool {
+    /// Why the entry failed: an error, or wrong results (`None` when it ran
+    /// right or was skipped for a reason).
+    fn failure(&self) -> Option<String> {
         match &self.outcome {
-            Outcome::Ran { verified, .. } => *verified,
-            Outcome::Skipped(_) => true,
-            Outcome::Failed(_) => false,
+            Outcome::Ran {
+                verified: false, ..
+            } => Some("wrong results".into()),
+            Outcome::Failed(why) => Some(why.clone()),
+            Outcome::Ran { .. } | Outcome::Skipped(_) => None,
         }
+    }
+    fn succeeded(&self) -> bool {
+        self.failure().is_none()
     }
     fn short_label(&self) -> String {
         if self.grouping.is_empty() {
@@ -298,6 +304,19 @@ struct Plan {
     force_progress: bool,
 }
 
+impl Plan {
+    /// The mode of the gilpool row the paired comparisons use:
+    /// SubInterpreters, or in a scaling run [`scaling::mode`] (SingleGil
+    /// where this Python has no own-GIL interpreters).
+    fn paired_mode(&self) -> Mode {
+        if self.scaling {
+            scaling::mode()
+        } else {
+            Mode::SubInterpreters
+        }
+    }
+}
+
 fn run(args: BenchArgs) -> Result<bool, String> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let counts = if args.workers.is_empty() {
@@ -317,17 +336,11 @@ fn run(args: BenchArgs) -> Result<bool, String> {
                 .into(),
         );
     }
-    let mut sorted = counts.clone();
-    sorted.sort_unstable();
-    sorted.dedup();
-    if sorted.len() != counts.len() {
+    if (1..counts.len()).any(|i| counts[..i].contains(&counts[i])) {
+        let list: Vec<String> = counts.iter().map(usize::to_string).collect();
         return Err(format!(
             "--workers {}: each worker count may appear once",
-            args.workers
-                .iter()
-                .map(usize::to_string)
-                .collect::<Vec<_>>()
-                .join(",")
+            list.join(",")
         ));
     }
     let plan = Plan {
@@ -403,16 +416,29 @@ fn run(args: BenchArgs) -> Result<bool, String> {
         eprintln!("gilpool bench: chart written to {}", path.display());
     }
     if let Some(path) = &args.json {
-        let doc = report_json(&plan, &machine, &runs, &latency, &checks);
-        let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
-        write_output(path, &(text + "\n"))?;
-        eprintln!("gilpool bench: JSON written to {}", path.display());
+        write_json(
+            path,
+            &report_json(&plan, &machine, &runs, &latency, &checks),
+        )?;
     }
-    let all_ok = runs.iter().flat_map(|r| &r.entries).all(Entry::succeeded);
-    if !all_ok {
+    Ok(all_succeeded(runs.iter().flat_map(|r| &r.entries)))
+}
+
+/// Writes `doc` as pretty JSON to `path`, and says so.
+fn write_json(path: &Path, doc: &Json) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(doc).map_err(|e| e.to_string())?;
+    write_output(path, &(text + "\n"))?;
+    eprintln!("gilpool bench: JSON written to {}", path.display());
+    Ok(())
+}
+
+/// Whether every entry succeeded; says so on stderr when one did not.
+fn all_succeeded<'a>(mut entries: impl Iterator<Item = &'a Entry>) -> bool {
+    let ok = entries.all(Entry::succeeded);
+    if !ok {
         eprintln!("gilpool bench: some entries failed or returned wrong results (see the tables)");
     }
-    Ok(all_ok)
+    ok
 }
 
 /// `--workers` with several counts: the scaling table (no latency section).
@@ -444,20 +470,13 @@ fn run_scaling(
         eprintln!("gilpool bench: chart written to {}", path.display());
     }
     if let Some(path) = &args.json {
-        let doc = scaling::scaling_json(plan, &machine, &runs);
-        let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
-        write_output(path, &(text + "\n"))?;
-        eprintln!("gilpool bench: JSON written to {}", path.display());
+        write_json(path, &scaling::scaling_json(plan, &machine, &runs))?;
     }
-    let all_ok = runs
-        .iter()
-        .flat_map(|(_, points)| points)
-        .flat_map(|p| &p.run.entries)
-        .all(Entry::succeeded);
-    if !all_ok {
-        eprintln!("gilpool bench: some entries failed or returned wrong results (see the tables)");
-    }
-    Ok(all_ok)
+    Ok(all_succeeded(
+        runs.iter()
+            .flat_map(|(_, points)| points)
+            .flat_map(|p| &p.run.entries),
+    ))
 }
 
 /// Writes `text` to `path`, creating its folder first.

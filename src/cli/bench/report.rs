@@ -262,30 +262,41 @@ pub(super) fn report_json(
             })
         })
         .collect();
-    json!({
-        "tool": "gilpool bench",
-        "python": m.python,
-        "executable": m.executable,
-        "cpus": m.cpus,
-        "cpu_model": m.cpu_model,
-        "workers": plan.workers,
-        "repeat": plan.repeat,
-        "paired_passes_per_round": plan.paired,
-        "loadavg_before": m.load_before,
-        "loadavg_after": m.load_after,
-        "runtime_start_s": m.runtime_start_s,
-        "core_probe_us_before": m.probe_before,
-        "core_probe_us_after": m.probe_after,
-        "workloads": workloads,
-        "latency": latency.iter().map(|l| json!({
+    let mut doc = run_header("gilpool bench", plan, m);
+    doc["workers"] = json!(plan.workers);
+    doc["runtime_start_s"] = json!(m.runtime_start_s);
+    doc["workloads"] = json!(workloads);
+    doc["latency"] = json!(latency
+        .iter()
+        .map(|l| json!({
             "measure": l.what,
             "mode": l.mode.map(|m| m.to_string()),
             "workers": l.mode.map(|_| l.workers),
             "samples": l.samples,
             "p50_us": l.p50_us, "p99_us": l.p99_us, "mean_us": l.mean_us,
-        })).collect::<Vec<_>>(),
-        "targets": checks.iter().map(|c| json!({
-            "target": c.target, "measured": c.measured, "met": c.met,
-        })).collect::<Vec<_>>(),
+        }))
+        .collect::<Vec<_>>());
+    doc["targets"] = json!(checks
+        .iter()
+        .map(|c| json!({ "target": c.target, "measured": c.measured, "met": c.met }))
+        .collect::<Vec<_>>());
+    doc
+}
+
+/// The fields every JSON document of the bench starts with: the tool, the
+/// machine, the rounds.
+pub(super) fn run_header(tool: &str, plan: &Plan, m: &Machine) -> Json {
+    json!({
+        "tool": tool,
+        "python": m.python,
+        "executable": m.executable,
+        "cpus": m.cpus,
+        "cpu_model": m.cpu_model,
+        "repeat": plan.repeat,
+        "paired_passes_per_round": plan.paired,
+        "loadavg_before": m.load_before,
+        "loadavg_after": m.load_after,
+        "core_probe_us_before": m.probe_before,
+        "core_probe_us_after": m.probe_after,
     })
 }

@@ -12,7 +12,7 @@
 use super::chart::{lines_svg, Line};
 use super::machine::{fmt_probe, Machine};
 use super::measure::{measure_workload, Paired};
-use super::report::{fmt_opt, fmt_rate};
+use super::report::{fmt_opt, fmt_rate, run_header};
 use super::{Entry, Plan, Source, Workload, WorkloadRun};
 use gilpool::Mode;
 use serde_json::{json, Value as Json};
@@ -47,7 +47,11 @@ impl Point {
             .entries
             .iter()
             .filter(|e| e.source == Source::ProcessPool && e.seconds().is_some())
-            .max_by(|a, b| a.tasks_per_s().partial_cmp(&b.tasks_per_s()).unwrap())
+            .max_by(|a, b| {
+                a.tasks_per_s()
+                    .partial_cmp(&b.tasks_per_s())
+                    .unwrap_or(std::cmp::Ordering::Equal)
+            })
     }
     fn paired(&self, what: &str) -> Option<&Paired> {
         self.run.paired.iter().find(|p| p.what.contains(what))
@@ -149,13 +153,7 @@ pub(super) fn print_scaling(plan: &Plan, m: &Machine, runs: &[(Workload, Vec<Poi
         let failed: Vec<String> = points
             .iter()
             .flat_map(|p| &p.run.entries)
-            .filter_map(|e| match &e.outcome {
-                super::Outcome::Failed(why) => Some(format!("{} x{}: {why}", e.label, e.workers)),
-                super::Outcome::Ran {
-                    verified: false, ..
-                } => Some(format!("{} x{}: wrong results", e.label, e.workers)),
-                _ => None,
-            })
+            .filter_map(|e| Some(format!("{} x{}: {}", e.label, e.workers, e.failure()?)))
             .collect();
         for f in failed {
             println!();
@@ -189,19 +187,10 @@ pub(super) fn scaling_json(plan: &Plan, m: &Machine, runs: &[(Workload, Vec<Poin
             })
         })
     };
-    json!({
-        "tool": "gilpool bench (scaling)",
-        "python": m.python,
-        "executable": m.executable,
-        "cpus": m.cpus,
-        "cpu_model": m.cpu_model,
-        "repeat": plan.repeat,
-        "paired_passes_per_round": plan.paired,
-        "loadavg_before": m.load_before,
-        "loadavg_after": m.load_after,
-        "core_probe_us_before": m.probe_before,
-        "core_probe_us_after": m.probe_after,
-        "workloads": runs.iter().map(|(wl, points)| json!({
+    let mut doc = run_header("gilpool bench (scaling)", plan, m);
+    doc["workloads"] = json!(runs
+        .iter()
+        .map(|(wl, points)| json!({
             "workload": wl.name(),
             "points": points.iter().map(|p| json!({
                 "workers": p.workers,
@@ -214,8 +203,9 @@ pub(super) fn scaling_json(plan: &Plan, m: &Machine, runs: &[(Workload, Vec<Poin
                 "vs_ceiling": paired(p.paired("ceiling")),
                 "vs_best_pool": paired(p.paired("multiprocessing.Pool")),
             })).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-    })
+        }))
+        .collect::<Vec<_>>());
+    doc
 }
 
 /// The chart: the paired medians against N, one line per workload and
