@@ -27,6 +27,10 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// after its first interrupt by default ([`EngineBuilder::interrupt_grace`]).
 pub const DEFAULT_INTERRUPT_GRACE: Duration = Duration::from_secs(1);
 
+/// How long one interpreter's initializers may run by default
+/// ([`EngineBuilder::init_timeout`]).
+pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// Where Python code runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
@@ -111,6 +115,42 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Runs the main lane's initializers once, on a thread of their own
+    /// in the main interpreter, under the start-up timeout (see
+    /// `worker/init.rs`): one that does not stop is abandoned there, and
+    /// the build gets its error without waiting on it.
+    fn main_initializers(&self, inits: Vec<Initializer>) -> std::result::Result<(), String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let runtime = self.runtime;
+        let limits = self.base.init_limits();
+        let give_up = tx.clone();
+        std::thread::Builder::new()
+            .name("gilpool-main-init".into())
+            .spawn(move || {
+                let state = gilpool_ffi::MainThreadState::new(runtime);
+                let (handle, outcome) = {
+                    let guard = gilpool_ffi::WorkerState::attach(&state);
+                    let py = guard.py();
+                    let handle = py.interrupt_handle();
+                    let outcome =
+                        crate::worker::run_watched(py, &inits, &handle, limits, move |e| {
+                            let _ = give_up.send(Err(e));
+                        });
+                    (handle, outcome)
+                };
+                handle.retire();
+                match outcome {
+                    Ok(()) => drop(tx.send(Ok(()))),
+                    Err(crate::worker::InitFailure::Failed(e)) => drop(tx.send(Err(e))),
+                    // Reported by the watcher.
+                    Err(crate::worker::InitFailure::Abandoned) => {}
+                }
+            })
+            .map_err(|e| format!("cannot spawn a thread for the initializers: {e}"))?;
+        rx.recv()
+            .unwrap_or_else(|_| Err("the initializers' thread ended without a result".into()))
+    }
+
     /// Starts a lane of `workers`: its watchdog, its initializers (once, for
     /// the main interpreter), its workers; waits until one worker is up
     /// (the others go on starting in the background).
@@ -124,9 +164,7 @@ impl Shared {
                 .cloned()
                 .collect();
             if !inits.is_empty() {
-                self.runtime
-                    .run_main(move |py| crate::worker::run_initializers(py, &inits))
-                    .map_err(|e| Error::new(ErrorKind::Init(e.to_string())))?
+                self.main_initializers(inits)
                     .map_err(|e| Error::new(ErrorKind::Init(format!("the main lane: {e}"))))?;
             }
         }

@@ -72,6 +72,9 @@ pub(crate) struct LaneConfig {
     pub(crate) grace: Duration,
     /// Run once in every interpreter before its first task.
     pub(crate) initializers: Vec<crate::engine::Initializer>,
+    /// How long an interpreter's initializers may run before they are
+    /// interrupted.
+    pub(crate) init_timeout: Duration,
     /// Recycle a sub-lane interpreter after this many tasks.
     pub(crate) max_tasks: Option<u64>,
     /// Recycle a sub-lane interpreter holding more allocated blocks.
@@ -79,6 +82,16 @@ pub(crate) struct LaneConfig {
     /// Per-task and per-job timing (queue wait and run time histograms,
     /// busy and attached time); counters are kept either way.
     pub(crate) metrics: bool,
+}
+
+impl LaneConfig {
+    /// The limits initializers run under.
+    pub(crate) fn init_limits(&self) -> crate::worker::Limits {
+        crate::worker::Limits {
+            timeout: self.init_timeout,
+            grace: self.grace,
+        }
+    }
 }
 
 /// Counters of events that belong to a lane rather than a handler.

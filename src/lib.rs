@@ -35,7 +35,7 @@
 //! - [`Metrics`], [`WorkerMetrics`], [`HandlerMetrics`], [`Percentiles`]:
 //!   [`Engine::metrics`] snapshots.
 //! - [`finalize`], [`finalize_timeout`], [`is_attached`], [`DEFAULT_PRELUDE`],
-//!   [`PythonVersion`], [`DEFAULT_SHUTDOWN_TIMEOUT`], [`DEFAULT_INTERRUPT_GRACE`],
+//!   [`PythonVersion`], [`DEFAULT_SHUTDOWN_TIMEOUT`], [`DEFAULT_INTERRUPT_GRACE`], [`DEFAULT_INIT_TIMEOUT`],
 //!   [`DEFAULT_STACK_SIZE`], [`DEFAULT_MAX_DEPTH`].
 //! - [`BUILD_PYTHON`], [`BUILD_PYTHON_VERSION`], [`BUILD_PYTHON_EXECUTABLE`]:
 //!   the CPython this build embeds.
@@ -99,7 +99,7 @@ pub use convert::{Args, CallArgs, FromPython, IntoArgs, IntoPython, Packed, Posi
 pub use cuda::{cuda_device_count, CudaStage, CudaVec, DeviceBuffer};
 pub use engine::{
     default_main_workers, Engine, EngineBuilder, HandlerBuilder, Mode, ShutdownReport,
-    DEFAULT_INTERRUPT_GRACE, DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_INIT_TIMEOUT, DEFAULT_INTERRUPT_GRACE, DEFAULT_SHUTDOWN_TIMEOUT,
 };
 pub use error::{Error, Result, TrySubmitError};
 pub use gilpool_ffi::runtime::DEFAULT_PRELUDE;

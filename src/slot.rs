@@ -55,6 +55,15 @@ pub(crate) struct Target {
     pub(crate) busy: AtomicBool,
 }
 
+impl Target {
+    pub(crate) fn new(handle: Arc<InterruptHandle>) -> Target {
+        Target {
+            handle,
+            busy: AtomicBool::new(false),
+        }
+    }
+}
+
 /// A batch's tasks not started yet, with their handler.
 pub(crate) type Rest = (Arc<HandlerCore>, VecDeque<Box<dyn Task>>);
 

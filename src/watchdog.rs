@@ -378,33 +378,41 @@ pub(crate) fn interrupt(lane: &Arc<Lane>, slot: usize, run: u64, reason: Reason)
             _ => return,
         }
     };
-    if target.busy.swap(true, Ordering::SeqCst) {
-        return;
-    }
     let counted = lane.clone();
-    let spawned = std::thread::Builder::new()
-        .name("gilpool-interrupt".into())
-        .spawn({
-            let target = target.clone();
-            move || {
-                // Counted under the target's GIL, before the worker can see
-                // the exception: whoever waits for the worker sees the count.
-                target.handle.interrupt(|| {
-                    let inner = slot.lock();
-                    if inner.run == run {
-                        slot.interrupt.store(reason as u8, Ordering::SeqCst);
-                        counted.stats.interrupts.fetch_add(1, Ordering::SeqCst);
-                        crate::metrics::add(&slot.stats.interrupts, 1);
-                        true
-                    } else {
-                        false
-                    }
-                });
+    // Counted under the target's GIL, before the worker can see the
+    // exception: whoever waits for the worker sees the count.
+    target.attempt(move || {
+        let inner = slot.lock();
+        if inner.run == run {
+            slot.interrupt.store(reason as u8, Ordering::SeqCst);
+            counted.stats.interrupts.fetch_add(1, Ordering::SeqCst);
+            crate::metrics::add(&slot.stats.interrupts, 1);
+            true
+        } else {
+            false
+        }
+    });
+}
+
+impl Target {
+    /// Schedules a `KeyboardInterrupt` in the target's thread if `check`
+    /// (called holding the target interpreter's GIL) says so, on a
+    /// short-lived thread (see the module docs); does nothing while an
+    /// earlier attempt is still waiting for that GIL.
+    pub(crate) fn attempt(self: &Arc<Self>, check: impl FnOnce() -> bool + Send + 'static) {
+        if self.busy.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let target = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("gilpool-interrupt".into())
+            .spawn(move || {
+                target.handle.interrupt(check);
                 target.busy.store(false, Ordering::SeqCst);
-            }
-        });
-    if spawned.is_err() {
-        target.busy.store(false, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            self.busy.store(false, Ordering::SeqCst);
+        }
     }
 }
 

@@ -9,8 +9,11 @@
 
 mod exec;
 mod import;
+mod init;
 
-pub(crate) use import::{import_function, run_initializers};
+pub(crate) use import::import_function;
+use import::run_initializer;
+pub(crate) use init::{run_watched, InitFailure, Limits};
 
 use crate::engine::Initializer;
 use crate::error::{panic_message, Error, ErrorKind};
@@ -30,7 +33,7 @@ use gilpool_ffi::{
 };
 use import::lookup;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -73,30 +76,26 @@ pub(crate) fn run(start: WorkerStart) {
         first,
     } = start;
     let slot = lane.slots[index].clone();
-    let report = |r: std::result::Result<(), String>| match (first, r) {
-        (true, r) => lane.startup.report(&lane, index, r),
-        (false, Err(e)) => lane.warn(format!(
-            "replacement worker {}-{index} failed to start: {e}",
-            lane.kind.name()
-        )),
-        (false, Ok(())) => {}
-    };
     let cores = &lane.config.cores;
     if !cores.is_empty() {
         core_affinity::set_for_current(cores[index % cores.len()]);
     }
     // A panic while opening still reports (the build may be waiting on
     // this worker alone).
-    let opened = catch_unwind(AssertUnwindSafe(|| open(&lane, index))).unwrap_or_else(|p| {
-        Err(format!(
-            "the worker panicked while starting: {}",
-            panic_message(&*p)
-        ))
-    });
+    let opened = catch_unwind(AssertUnwindSafe(|| open(&lane, index, generation, first)))
+        .unwrap_or_else(|p| {
+            Err(InitFailure::Failed(format!(
+                "the worker panicked while starting: {}",
+                panic_message(&*p)
+            )))
+        });
     let opened = match opened {
         Ok(o) => o,
-        Err(e) => {
-            report(Err(e));
+        Err(failure) => {
+            // An abandoned start was reported by whoever gave up on it.
+            if let InitFailure::Failed(e) = failure {
+                report_start(&lane, index, first, Err(e));
+            }
             leave(&lane, &slot, generation);
             return;
         }
@@ -108,7 +107,7 @@ pub(crate) fn run(start: WorkerStart) {
         snapshot,
         room,
     } = opened;
-    report(Ok(()));
+    report_start(&lane, index, first, Ok(()));
     let mut worker = Worker {
         state,
         cache: IdMap::default(),
@@ -179,6 +178,40 @@ pub(crate) fn run(start: WorkerStart) {
     leave(&lane, &slot, generation);
 }
 
+/// A worker reports whether it came up: to the lane's start-up for its
+/// first start (the build may be waiting), as a warning for a replacement.
+fn report_start(lane: &Lane, index: usize, first: bool, r: std::result::Result<(), String>) {
+    match (first, r) {
+        (true, r) => lane.startup.report(lane, index, r),
+        (false, Err(e)) => lane.warn(format!(
+            "replacement worker {}-{index} failed to start: {e}",
+            lane.kind.name()
+        )),
+        (false, Ok(())) => {}
+    }
+}
+
+/// Gives up on a worker whose initializers did not stop when interrupted
+/// (called by their watcher): the slot stops counting the thread, which
+/// leaves whenever it returns, and the failure is reported for it.
+fn abandon_start(lane: &Lane, index: usize, generation: u64, first: bool, e: String) {
+    {
+        let mut inner = lane.slots[index].lock();
+        if inner.generation != generation {
+            return;
+        }
+        inner.generation += 1;
+    }
+    lane.worker_left();
+    lane.stats.abandoned.fetch_add(1, Ordering::Relaxed);
+    report_start(
+        lane,
+        index,
+        first,
+        Err(format!("worker {}-{index}: {e}", lane.kind.name())),
+    );
+}
+
 /// A worker's interpreter, ready for its first task.
 struct Opened {
     state: State,
@@ -194,18 +227,29 @@ struct Opened {
 /// lane), puts the configured directories on `sys.path`, runs the sub
 /// lane's initializers, and makes it the slot's target and this thread's
 /// `Held` home.
-fn open(lane: &Lane, index: usize) -> std::result::Result<Opened, String> {
+fn open(
+    lane: &Arc<Lane>,
+    index: usize,
+    generation: u64,
+    first: bool,
+) -> std::result::Result<Opened, InitFailure> {
     let slot = &lane.slots[index];
     let state = match lane.kind {
-        LaneKind::Sub => State::Sub(SubInterpreter::new(lane.config.runtime)?),
+        LaneKind::Sub => {
+            State::Sub(SubInterpreter::new(lane.config.runtime).map_err(InitFailure::Failed)?)
+        }
         LaneKind::Main => State::Main(MainThreadState::new(lane.config.runtime)),
     };
-    let prepared = {
+    let (handle, prepared) = {
         let guard = state.attach();
         let py = guard.py();
-        py.prepend_sys_path(&lane.config.sys_path)
+        let handle = py.interrupt_handle();
+        let prepared = py
+            .prepend_sys_path(&lane.config.sys_path)
             .and_then(|()| py.add_site_dirs(lane.config.runtime.site_dirs()))
-            .map_err(|e| format!("cannot set sys.path in a worker interpreter: {e}"))
+            .map_err(|e| {
+                InitFailure::Failed(format!("cannot set sys.path in a worker interpreter: {e}"))
+            })
             .and_then(|()| {
                 if lane.kind != LaneKind::Sub {
                     // The main interpreter ran them once, when the lane started.
@@ -218,25 +262,34 @@ fn open(lane: &Lane, index: usize) -> std::result::Result<Opened, String> {
                     .filter(|i| i.applies_to(LaneKind::Sub))
                     .cloned()
                     .collect();
-                run_initializers(py, &inits)
-                    .map_err(|e| format!("worker {}-{index}: {e}", lane.kind.name()))
+                let abandon = {
+                    let lane = lane.clone();
+                    move |e| abandon_start(&lane, index, generation, first, e)
+                };
+                run_watched(py, &inits, &handle, lane.config.init_limits(), abandon).map_err(|f| {
+                    match f {
+                        InitFailure::Failed(e) => {
+                            InitFailure::Failed(format!("worker {}-{index}: {e}", lane.kind.name()))
+                        }
+                        abandoned => abandoned,
+                    }
+                })
             })
             .map(|()| {
                 let snapshot = (lane.kind == LaneKind::Main)
                     .then(|| py.modules_snapshot().ok())
                     .flatten();
                 let for_room = snapshot.as_ref().map(|s| s.clone().keep());
-                (
-                    py.interrupt_handle(),
-                    InterpRef::current(py),
-                    snapshot.map(Object::keep),
-                    for_room,
-                )
-            })
+                (InterpRef::current(py), snapshot.map(Object::keep), for_room)
+            });
+        (handle, prepared)
     };
-    let (handle, interp_ref, snapshot, room_snapshot) = match prepared {
+    let (interp_ref, snapshot, room_snapshot) = match prepared {
         Ok(p) => p,
         Err(e) => {
+            // Detached: no interrupt attempt may use the interpreter once
+            // it ends.
+            handle.retire();
             end(lane, state, Instant::now());
             return Err(e);
         }
@@ -261,10 +314,7 @@ fn open(lane: &Lane, index: usize) -> std::result::Result<Opened, String> {
         ),
     };
     held::enter(home, releases.clone());
-    slot.lock().target = Some(Arc::new(Target {
-        handle: handle.clone(),
-        busy: AtomicBool::new(false),
-    }));
+    slot.lock().target = Some(Arc::new(Target::new(handle.clone())));
     let room = Arc::new(Room::new(
         interp_ref,
         index,
@@ -591,7 +641,11 @@ impl Worker {
         }
         self.releases.close();
         held::leave();
-        let opened = open(&self.lane, self.slot.index)?;
+        let opened =
+            open(&self.lane, self.slot.index, self.generation, false).map_err(|f| match f {
+                InitFailure::Failed(e) => e,
+                InitFailure::Abandoned => "its initializers did not stop when interrupted".into(),
+            })?;
         let old = std::mem::replace(&mut self.state, opened.state);
         self.handle = opened.handle;
         self.releases = opened.releases;

@@ -269,6 +269,14 @@ fn worker_count_defaults_to_the_cores() {
     );
     let e = gilpool::Engine::builder().workers(0).build().unwrap_err();
     assert!(e.is_config(), "{e}");
+    let e = gilpool::Engine::builder()
+        .init_timeout(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert!(
+        e.is_config() && e.to_string().contains("init_timeout"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -468,6 +468,108 @@ fn a_raw_thread_left_behind_never_aborts_the_process() {
     );
 }
 
+/// An initializer that never returns fails the build, in bounded time,
+/// with an error naming it and the timeout: interrupted when it stops on
+/// the interrupt, abandoned with its thread when it does not (`stops`
+/// false). The process goes on serving.
+fn init_case(mode: Mode, function: &str, args: Vec<Value>, stops: bool) {
+    let e = builder(mode)
+        .workers(2)
+        .init_timeout(Duration::from_millis(300))
+        .interrupt_grace(Duration::from_millis(300))
+        .initializer("hostile", function, args)
+        .build()
+        .unwrap_err();
+    assert!(e.is_init(), "{e}");
+    let msg = e.to_string();
+    let named = format!("initializer hostile:{function} ran past the start-up timeout of 300ms");
+    assert!(msg.contains(&named), "{msg}");
+    let how = if stops {
+        "and was interrupted (Python raised KeyboardInterrupt"
+    } else {
+        "did not stop when interrupted"
+    };
+    assert!(msg.contains(how), "{msg}");
+    let engine = builder(mode).workers(1).build().unwrap();
+    let ident = engine.load("hostile", "ident").unwrap();
+    assert_eq!(ident.invoke::<_, i64>((7,)).unwrap(), 7);
+    engine.shutdown();
+}
+
+#[test]
+fn an_initializer_that_loops_is_interrupted_at_the_start_up_timeout() {
+    in_child(
+        "an_initializer_that_loops_is_interrupted_at_the_start_up_timeout",
+        |mode| init_case(mode, "spin", vec![], true),
+    );
+}
+
+#[test]
+fn an_initializer_that_swallows_interrupts_is_abandoned() {
+    in_child(
+        "an_initializer_that_swallows_interrupts_is_abandoned",
+        |mode| init_case(mode, "stubborn", vec![], false),
+    );
+}
+
+#[test]
+fn an_initializer_blocked_in_c_is_abandoned() {
+    in_child("an_initializer_blocked_in_c_is_abandoned", |mode| {
+        init_case(mode, "sleep", vec![Value::from(3600.0)], false)
+    });
+}
+
+#[test]
+fn a_worker_whose_initializer_is_abandoned_after_the_build_is_a_warning() {
+    in_child(
+        "a_worker_whose_initializer_is_abandoned_after_the_build_is_a_warning",
+        |mode| {
+            // Own interpreters only: the main lane runs its initializers once.
+            if mode != Mode::SubInterpreters {
+                return;
+            }
+            let first = flag("init-first");
+            let engine = builder(mode)
+                .workers(2)
+                .init_timeout(Duration::from_millis(300))
+                .interrupt_grace(Duration::from_millis(300))
+                .initializer(
+                    "hostile",
+                    "stubborn_unless_first",
+                    [Value::from(path_arg(&first))],
+                )
+                .build()
+                .unwrap();
+            // The interpreter that returned serves; the other was given up.
+            let ident = engine.load("hostile", "ident").unwrap();
+            assert_eq!(ident.invoke::<_, i64>((3,)).unwrap(), 3);
+            let e = engine.wait_ready().unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                msg.contains("1 worker(s) failed to start")
+                    && msg.contains("did not stop when interrupted"),
+                "{msg}"
+            );
+            assert!(
+                engine
+                    .warnings()
+                    .iter()
+                    .any(|w| w.contains("stubborn_unless_first") && w.contains("abandoned")),
+                "{:?}",
+                engine.warnings()
+            );
+            let futs: Vec<_> = (0..20i64)
+                .map(|i| ident.submit::<_, i64>((i,)).unwrap())
+                .collect();
+            for (i, f) in futs.into_iter().enumerate() {
+                assert_eq!(resolve(f).unwrap(), i as i64);
+            }
+            let report = engine.shutdown();
+            assert!(report.drained, "{report:?}");
+        },
+    );
+}
+
 #[test]
 fn non_daemon_threads_are_waited_for_then_abandoned() {
     in_child("non_daemon_threads_are_waited_for_then_abandoned", |mode| {

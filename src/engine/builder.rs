@@ -1,6 +1,8 @@
 //! `EngineBuilder`: an engine's configuration, and starting it.
 
-use super::{Engine, Mode, Shared, DEFAULT_INTERRUPT_GRACE, DEFAULT_SHUTDOWN_TIMEOUT};
+use super::{
+    Engine, Mode, Shared, DEFAULT_INIT_TIMEOUT, DEFAULT_INTERRUPT_GRACE, DEFAULT_SHUTDOWN_TIMEOUT,
+};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lane::{LaneConfig, LaneKind};
 use crate::placement::Placement;
@@ -25,6 +27,7 @@ pub struct EngineBuilder {
     idle_spin: Duration,
     shutdown_timeout: Duration,
     interrupt_grace: Duration,
+    init_timeout: Duration,
     stack_size: usize,
     max_depth: usize,
     main_workers: Option<usize>,
@@ -73,6 +76,7 @@ impl Default for EngineBuilder {
             idle_spin: Duration::from_micros(50),
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             interrupt_grace: DEFAULT_INTERRUPT_GRACE,
+            init_timeout: DEFAULT_INIT_TIMEOUT,
             stack_size: crate::worker::DEFAULT_STACK_SIZE,
             max_depth: crate::DEFAULT_MAX_DEPTH,
             main_workers: None,
@@ -210,6 +214,19 @@ impl EngineBuilder {
         self.interrupt_grace = grace;
         self
     }
+    /// How long one interpreter's [initializers](Self::initializer) may
+    /// run, from when the first begins (default [`DEFAULT_INIT_TIMEOUT`],
+    /// 120 s). Past it they are interrupted like a task past its deadline
+    /// and fail with an error naming the initializer and the timeout;
+    /// initializers that do not stop within the
+    /// [`interrupt_grace`](Self::interrupt_grace) (they swallow the
+    /// interrupt, or are blocked in C) fail the same way and their thread
+    /// and interpreter are abandoned. So a build never waits forever on an
+    /// initializer. Must be greater than zero.
+    pub fn init_timeout(mut self, timeout: Duration) -> Self {
+        self.init_timeout = timeout;
+        self
+    }
     /// Stack size of worker threads in bytes (default 16 MiB: CPython sizes
     /// its recursion limits for a main thread's 8 MiB stack).
     pub fn stack_size(mut self, bytes: usize) -> Self {
@@ -338,6 +355,9 @@ impl EngineBuilder {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
+        if self.init_timeout.is_zero() {
+            return Err(Error::config("init_timeout must be greater than zero"));
+        }
         if self.max_depth == 0 {
             return Err(Error::config("max_depth must be at least 1"));
         }
@@ -457,6 +477,7 @@ impl EngineBuilder {
             stack_size: self.stack_size,
             grace: self.interrupt_grace,
             initializers: self.initializers,
+            init_timeout: self.init_timeout,
             max_tasks: self.max_tasks_per_worker,
             max_blocks: self.max_allocated_blocks,
             metrics: self.metrics,

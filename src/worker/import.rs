@@ -8,31 +8,30 @@ use crate::handler::{HandlerCore, IdMap};
 use crate::task::contain;
 use gilpool_ffi::{Object, PyException, Python, Stash};
 
-/// Runs each initializer (`module.function(*args)`) in the interpreter `py`
-/// is attached to; the first failure is returned with its traceback.
-pub(crate) fn run_initializers(
+/// Runs one initializer (`module.function(*args)`) in the interpreter `py`
+/// is attached to; a failure is returned with its traceback.
+pub(crate) fn run_initializer(
     py: Python<'_>,
-    inits: &[Initializer],
+    init: &Initializer,
 ) -> std::result::Result<(), String> {
-    for init in inits {
-        let target = format!("{}:{}", init.module, init.function);
-        let run = || -> Result<()> {
-            let f = import_function(py, &init.module, &init.function)?;
-            let args = init
-                .args
-                .iter()
-                .cloned()
-                .map(|v| v.into_python(py))
-                .collect::<Result<Vec<_>>>()?;
-            f.call(&args, None)?;
-            Ok(())
-        };
-        contain("initializer", run).map_err(|e| {
-            let tb = e.python().map(|p| p.traceback.clone()).unwrap_or_default();
-            format!("initializer {target} failed: {e}\n{tb}")
-        })?;
-    }
-    Ok(())
+    let run = || -> Result<()> {
+        let f = import_function(py, &init.module, &init.function)?;
+        let args = init
+            .args
+            .iter()
+            .cloned()
+            .map(|v| v.into_python(py))
+            .collect::<Result<Vec<_>>>()?;
+        f.call(&args, None)?;
+        Ok(())
+    };
+    contain("initializer", run).map_err(|e| {
+        let tb = e.python().map(|p| p.traceback.clone()).unwrap_or_default();
+        format!(
+            "initializer {}:{} failed: {e}\n{tb}",
+            init.module, init.function
+        )
+    })
 }
 
 /// The handler's function in this interpreter: imported and looked up on
