@@ -4,6 +4,7 @@
 //! skipped, saying why, when pip cannot get it), numpy runs on the main
 //! interpreter only and the refusal is shown.
 
+mod common;
 #[path = "common/venv.rs"]
 mod venv;
 

@@ -21,10 +21,8 @@ fn numpy_through_gilpool_run_in_a_venv_matches_plain_python() {
         }
     };
     let venv = site.join("../../..").canonicalize().unwrap();
-    let dir = std::env::temp_dir().join(format!("gilpool-cli-numpy-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let script = dir.join("np_task.py");
-    std::fs::write(&script, SCRIPT).unwrap();
+    let dir = common::TempDir::new("cli-numpy");
+    let script = dir.file("np_task.py", SCRIPT);
     let input: String = (0..200).map(|i| format!("[{}]\n", i * 37)).collect();
     let mut child = Command::new(env!("CARGO_BIN_EXE_gilpool"))
         .arg("run")
@@ -66,5 +64,4 @@ fn numpy_through_gilpool_run_in_a_venv_matches_plain_python() {
             "{stderr}"
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

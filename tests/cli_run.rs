@@ -7,11 +7,13 @@
 //! from `gilpool doctor`; `GILPOOL_TEST_PYTHON` overrides it). Outputs are
 //! compared as parsed JSON, line by line.
 
+mod common;
+
+use common::TempDir;
 use serde_json::Value as Json;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -28,37 +30,6 @@ fn gilpool() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_gilpool"));
     cmd.current_dir(root());
     cmd
-}
-
-/// A fresh folder under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "gilpool-cli-run-{}-{}-{nanos}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn file(&self, name: &str, content: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, content).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// The Python this build embeds.
@@ -250,7 +221,7 @@ fn assert_same(ours: &[Json], theirs: &[Json], messages: bool) {
 
 #[test]
 fn hundred_thousand_lines_match_a_plain_python_loop_in_order() {
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("cli-run");
     let mut text = String::with_capacity(1 << 21);
     for i in 0..100_000i64 {
         match i % 10 {
@@ -292,7 +263,7 @@ fn hundred_thousand_lines_match_a_plain_python_loop_in_order() {
 
 #[test]
 fn kwargs_reach_the_function() {
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("cli-run");
     let input = tmp.file(
         "echo.jsonl",
         concat!(
@@ -327,7 +298,7 @@ fn kwargs_reach_the_function() {
 
 #[test]
 fn a_raising_task_is_an_error_record_and_exit_1() {
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("cli-run");
     let input = tmp.file("check.jsonl", "[1]\n[-2]\n[3]\n[-4.5]\n[5]\n");
     let target = format!("{FIXTURE}:check");
     let out = run(&[&target, "-i", input.to_str().unwrap()], None);
@@ -366,7 +337,7 @@ fn a_raising_task_is_an_error_record_and_exit_1() {
 
 #[test]
 fn results_json_cannot_represent_are_errors_naming_the_type() {
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("cli-run");
     let kinds = [
         "int", "bigint", "negbig", "floats", "str", "control", "none", "bools", "tuple", "nested",
         "keys", "bytes", "set", "object", "badkey", "cycle",
@@ -461,7 +432,7 @@ fn an_invalid_line_stops_with_exit_2_naming_it() {
         assert!(err.contains(line) && err.contains(what), "{input:?}: {err}");
     }
     // Invalid UTF-8 names its line too.
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("cli-run");
     let path = tmp.0.join("latin1.jsonl");
     std::fs::write(&path, b"[1]\n[\"caf\xe9\"]\n").unwrap();
     let out = run(
@@ -602,7 +573,7 @@ fn run_closing_stdout_after(args: &[&str], input: &Path, keep: usize) -> (Vec<St
 
 #[test]
 fn a_closed_output_stops_quietly() {
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("cli-run");
     // Far more output than a pipe buffer holds, so the writer meets the
     // closed pipe while tasks are still queued.
     let many: String = (0..200_000).map(|i| format!("[{i}]\n")).collect();
@@ -630,7 +601,7 @@ fn a_closed_output_stops_quietly() {
 
 #[test]
 fn output_file_gets_the_results() {
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("cli-run");
     let output = tmp.0.join("out.jsonl");
     let out = run(
         &[
@@ -667,7 +638,7 @@ fn stdin_is_the_default_input_and_dash_names_it() {
 fn file_targets_load_the_file_and_its_folder() {
     // The folder of a file TARGET is on sys.path, so the module can import
     // its siblings; a relative path, a `./` path and an absolute one work.
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("cli-run");
     tmp.file(
         "helper_mod_for_run.py",
         "def double(x):\n    return 2 * x\n",
@@ -692,7 +663,7 @@ fn file_targets_load_the_file_and_its_folder() {
 
 #[test]
 fn single_gil_mode_gives_the_same_outputs() {
-    let tmp = TempDir::new();
+    let tmp = TempDir::new("cli-run");
     let mut text: String = (0..5000).map(|i| format!("[{i}]\n")).collect();
     text.push_str("[\"x\"]\n[-1]\n");
     let input = tmp.file("mixed.jsonl", &text);

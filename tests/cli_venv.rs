@@ -3,6 +3,7 @@
 //! `sys.prefix` the environment's; `GILPOOL_IGNORE_VIRTUAL_ENV=1` turns
 //! `VIRTUAL_ENV` off; a venv of another Python version exits 2 naming both.
 
+mod common;
 #[path = "common/venv.rs"]
 mod venv;
 

@@ -94,19 +94,16 @@ fn load_errors_are_distinct_and_name_what_is_missing() {
 
 #[test]
 fn a_module_that_raises_on_import_is_an_import_error() {
-    let dir = std::env::temp_dir().join(format!("gilpool-import-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("broken_on_import.py"),
+    let dir = common::TempDir::new("import");
+    dir.file(
+        "broken_on_import.py",
         "raise RuntimeError('boom at import')\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("needs_missing.py"),
+    );
+    dir.file(
+        "needs_missing.py",
         "import not_installed_dep_xyz\ndef f(): pass\n",
-    )
-    .unwrap();
-    let engine = builder(Mode::Auto).sys_path(&dir).build().unwrap();
+    );
+    let engine = builder(Mode::Auto).sys_path(dir.path()).build().unwrap();
     let e = engine.load("broken_on_import", "f").unwrap_err();
     assert!(e.is_import(), "{e}");
     assert_eq!(e.python().unwrap().type_name, "RuntimeError");

@@ -38,6 +38,7 @@ fn in_child(case: &str, body: fn(Mode)) {
             _ => Mode::SubInterpreters,
         };
         body(mode);
+        let _ = std::fs::remove_dir_all(flag_dir());
         return;
     }
     for mode in common::modes() {
@@ -51,9 +52,14 @@ fn in_child(case: &str, body: fn(Mode)) {
     }
 }
 
+/// This process's folder of flag files (removed when its case passes).
+fn flag_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("gilpool-faults-{}", std::process::id()))
+}
+
 /// A fresh path for a fixture's "started" flag file.
 fn flag(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gilpool-faults-{}", std::process::id()));
+    let dir = flag_dir();
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(name);
     let _ = std::fs::remove_file(&p);

@@ -3,6 +3,10 @@
 
 use gilpool::{Engine, EngineBuilder, Mode};
 
+mod tempdir;
+#[allow(unused_imports)]
+pub(crate) use tempdir::TempDir;
+
 /// The bundled Python modules.
 pub(crate) const PYTHON_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/python");
 
