@@ -133,7 +133,7 @@ impl Shared {
                     let py = guard.py();
                     let handle = py.interrupt_handle();
                     let outcome =
-                        crate::worker::run_watched(py, &inits, &handle, limits, move |e| {
+                        crate::worker::run_watched(py, &inits, &handle, limits, None, move |e| {
                             let _ = give_up.send(Err(e));
                         });
                     (handle, outcome)
@@ -325,6 +325,9 @@ fn stop_lanes(lanes: &[Arc<Lane>], deadline: Instant, drained: bool) {
     let mut wait_until = deadline + Duration::from_secs(2);
     for lane in lanes {
         lane.set_end_by(deadline);
+        // Workers still starting stop in their initializers rather than
+        // finish them only to exit.
+        lane.inits.stop();
         if drained {
             lane.pool.drain();
             continue;

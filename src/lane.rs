@@ -125,6 +125,9 @@ pub(crate) struct Lane {
     pub(crate) releases: Arc<Releases>,
     /// The first start of the lane's workers.
     pub(crate) startup: Startup,
+    /// The initializers running in its interpreters (a shutdown
+    /// interrupts them).
+    pub(crate) inits: crate::worker::InitWatches,
 }
 
 /// The first start of a lane's workers. The lane is usable once one worker
@@ -239,6 +242,7 @@ impl Lane {
             warnings: Mutex::new(Vec::new()),
             releases: Arc::new(Releases::default()),
             startup: Startup::default(),
+            inits: Default::default(),
         })
     }
 

@@ -13,7 +13,7 @@ mod init;
 
 pub(crate) use import::import_function;
 use import::run_initializer;
-pub(crate) use init::{run_watched, InitFailure, Limits};
+pub(crate) use init::{run_watched, InitFailure, InitWatches, Limits};
 
 use crate::engine::Initializer;
 use crate::error::{panic_message, Error, ErrorKind};
@@ -266,13 +266,19 @@ fn open(
                     let lane = lane.clone();
                     move |e| abandon_start(&lane, index, generation, first, e)
                 };
-                run_watched(py, &inits, &handle, lane.config.init_limits(), abandon).map_err(|f| {
-                    match f {
-                        InitFailure::Failed(e) => {
-                            InitFailure::Failed(format!("worker {}-{index}: {e}", lane.kind.name()))
-                        }
-                        abandoned => abandoned,
+                run_watched(
+                    py,
+                    &inits,
+                    &handle,
+                    lane.config.init_limits(),
+                    Some(&lane.inits),
+                    abandon,
+                )
+                .map_err(|f| match f {
+                    InitFailure::Failed(e) => {
+                        InitFailure::Failed(format!("worker {}-{index}: {e}", lane.kind.name()))
                     }
+                    abandoned => abandoned,
                 })
             })
             .map(|()| {

@@ -577,6 +577,35 @@ fn a_worker_whose_initializer_is_abandoned_after_the_build_is_a_warning() {
 }
 
 #[test]
+fn shutdown_interrupts_an_initializer_still_running() {
+    in_child("shutdown_interrupts_an_initializer_still_running", |mode| {
+        // Own interpreters only: the main lane runs its initializers once.
+        if mode != Mode::SubInterpreters {
+            return;
+        }
+        let (first, started, stopped) = (flag("first"), flag("started"), flag("stopped"));
+        let engine = builder(mode)
+            .workers(2)
+            .initializer(
+                "hostile",
+                "spin_unless_first",
+                [&first, &started, &stopped].map(|p| Value::from(path_arg(p))),
+            )
+            .build()
+            .unwrap();
+        let ident = engine.load("hostile", "ident").unwrap();
+        assert_eq!(ident.invoke::<_, i64>((5,)).unwrap(), 5);
+        // The other worker is inside its initializer, far from its
+        // 120 s start-up timeout.
+        wait_flag(&started);
+        let report = engine.shutdown();
+        assert!(report.drained, "{report:?}");
+        assert_eq!(report.abandoned, 0, "{report:?}");
+        assert!(stopped.exists(), "the initializer was not interrupted");
+    });
+}
+
+#[test]
 fn non_daemon_threads_are_waited_for_then_abandoned() {
     in_child("non_daemon_threads_are_waited_for_then_abandoned", |mode| {
         // A thread that ends within the shutdown deadline is waited for.
