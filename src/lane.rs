@@ -333,13 +333,29 @@ impl Lane {
     /// Commits `tasks` (no GIL: the caller is never attached) and publishes
     /// them as a batch. Tasks whose commit fails complete with that error;
     /// if none is left, the prefetch slot passes to the next batch.
-    pub(crate) fn publish(handler: &Arc<HandlerCore>, mut tasks: Vec<Box<dyn Task>>) {
+    pub(crate) fn publish(handler: &Arc<HandlerCore>, tasks: Vec<Box<dyn Task>>) {
+        Lane::publish_on(handler, tasks, None);
+    }
+
+    /// [`publish`](Self::publish) on the thread serving `slot` (a
+    /// worker), which lists the tasks it commits there meanwhile.
+    pub(crate) fn publish_on(
+        handler: &Arc<HandlerCore>,
+        mut tasks: Vec<Box<dyn Task>>,
+        slot: Option<&Slot>,
+    ) {
         debug_assert!(
             !gilpool_ffi::is_attached(),
             "commit must run with no GIL held"
         );
         loop {
+            if let Some(s) = slot {
+                s.committing(&tasks);
+            }
             tasks.retain_mut(|t| t.commit());
+            if let Some(s) = slot {
+                s.committed();
+            }
             if !tasks.is_empty() {
                 handler.lane.route(handler, tasks, true);
                 return;
@@ -422,7 +438,7 @@ impl Lane {
 
     /// Forms and publishes batches whose delay ran out; returns whether any
     /// was published and the earliest remaining deadline.
-    pub(crate) fn flush_due(&self) -> (bool, Option<Instant>) {
+    pub(crate) fn flush_due(&self, slot: &Slot) -> (bool, Option<Instant>) {
         // Runs on every idle-spin round: no allocation unless a handler
         // actually batches with a delay.
         let handlers: Vec<Arc<HandlerCore>> = {
@@ -437,7 +453,7 @@ impl Lane {
         let mut earliest: Option<Instant> = None;
         for h in handlers {
             if let Some(batch) = h.batcher.poll(Some(now)) {
-                Lane::publish(&h, batch);
+                Lane::publish_on(&h, batch, Some(slot));
                 published = true;
             } else if let Some(d) = h.batcher.deadline() {
                 earliest = Some(earliest.map_or(d, |e| e.min(d)));

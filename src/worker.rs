@@ -129,7 +129,7 @@ pub(crate) fn run(start: WorkerStart) {
         let next = {
             let local = slot.local.lock().unwrap_or_else(|e| e.into_inner());
             local.next_with(|| {
-                let (published, deadline) = lane.flush_due();
+                let (published, deadline) = lane.flush_due(&slot);
                 if published {
                     return Idle::Published;
                 }
@@ -444,14 +444,16 @@ impl Worker {
             tasks,
             prefetched,
         } = batch;
+        // Parked first, so a shutdown reaches these tasks even if a commit
+        // closure below never returns.
+        self.slot.lock().rest = Some((handler.clone(), tasks.into()));
         // This batch leaves the prefetch window: commit the next one now,
         // before attaching (no GIL held), so it is ready ahead of time.
         if prefetched {
             if let Some(next) = handler.batcher.started(handler.clock()) {
-                Lane::publish(&handler, next);
+                Lane::publish_on(&handler, next, Some(&self.slot));
             }
         }
-        self.slot.lock().rest = Some((handler.clone(), tasks.into()));
         let guard = self.state.attach();
         let py = guard.py();
         self.releases.drain(py);

@@ -606,6 +606,60 @@ fn shutdown_interrupts_an_initializer_still_running() {
 }
 
 #[test]
+fn a_commit_closure_that_never_returns_on_a_worker_hangs_no_future() {
+    in_child(
+        "a_commit_closure_that_never_returns_on_a_worker_hangs_no_future",
+        |mode| {
+            let engine = builder(mode).workers(1).build().unwrap();
+            // Keeps the only worker busy until its deadline interrupts it.
+            let spin = engine
+                .handler("hostile", "spin_flagged")
+                .timeout(Duration::from_millis(500))
+                .load()
+                .unwrap();
+            let ident = engine
+                .handler("hostile", "ident")
+                .batch_size(1)
+                .prefetch_depth(1)
+                .load()
+                .unwrap();
+            let started = flag("busy");
+            let busy = spin.submit::<_, Value>((path_arg(&started),)).unwrap();
+            wait_flag(&started);
+            // Committed by this thread (the prefetch slot is free) and
+            // queued behind the busy task: it holds the slot.
+            let before = ident.submit::<_, i64>((1,)).unwrap();
+            // Waits in the batcher; the worker commits it when it starts
+            // `before`, and the commit never returns.
+            let committing = flag("committing");
+            let stuck = {
+                let committing = committing.clone();
+                ident
+                    .submit_with(
+                        move || -> Result<(i64,)> {
+                            std::fs::write(&committing, "in commit").unwrap();
+                            loop {
+                                std::thread::park();
+                            }
+                        },
+                        |obj| i64::from_python(&obj),
+                    )
+                    .unwrap()
+            };
+            wait_flag(&committing);
+            let e = resolve(busy).unwrap_err();
+            assert!(e.is_timeout(), "{e}");
+            let report = engine.shutdown_timeout(Duration::from_millis(200));
+            assert!(!report.drained, "{report:?}");
+            let e = resolve(before).unwrap_err();
+            assert!(e.is_cancelled(), "{e}");
+            let e = resolve(stuck).unwrap_err();
+            assert!(e.is_cancelled() && e.to_string().contains("commit"), "{e}");
+        },
+    );
+}
+
+#[test]
 fn non_daemon_threads_are_waited_for_then_abandoned() {
     in_child("non_daemon_threads_are_waited_for_then_abandoned", |mode| {
         // A thread that ends within the shutdown deadline is waited for.
