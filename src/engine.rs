@@ -334,6 +334,7 @@ fn stop_lanes(lanes: &[Arc<Lane>], deadline: Instant, drained: bool) {
         }
         lane.pool.cancel();
         drop(lane.pool.take_all());
+        lane.commits.stop();
         for slot in &lane.slots {
             let (run, rest) = {
                 let mut inner = slot.lock();

@@ -6,7 +6,7 @@ use crate::handler::HandlerCore;
 use crate::held::{Home, Releases};
 use crate::sched::pool::{Local, Pool};
 use crate::slot::Slot;
-use crate::task::Task;
+use crate::task::{Control, Task};
 use crate::watchdog::Watch;
 use crate::worker::{self, WorkerStart};
 use gilpool_ffi::Runtime;
@@ -94,6 +94,47 @@ impl LaneConfig {
     }
 }
 
+/// Batches being committed by threads that serve no slot (submitters,
+/// a shutdown's drain), so a shutdown can resolve their tasks if a commit
+/// closure never returns. Workers list theirs in their slot.
+#[derive(Default)]
+pub(crate) struct Commits {
+    next: AtomicU64,
+    batches: Mutex<Vec<Committing>>,
+}
+
+/// One batch being committed: its id and its tasks.
+type Committing = (u64, Vec<Arc<dyn Control>>);
+
+impl Commits {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Committing>> {
+        self.batches.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A thread commits `tasks`; the id to end it with.
+    fn begin(&self, tasks: &[Box<dyn Task>]) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let controls = tasks.iter().map(|t| t.control()).collect();
+        self.lock().push((id, controls));
+        id
+    }
+
+    fn end(&self, id: u64) {
+        self.lock().retain(|(i, _)| *i != id);
+    }
+
+    /// At shutdown: resolves the tasks of commits still in progress; they
+    /// never run.
+    pub(crate) fn stop(&self) {
+        let batches = std::mem::take(&mut *self.lock());
+        for t in batches.into_iter().flat_map(|(_, c)| c) {
+            t.stop_queued(crate::error::Error::new(crate::error::ErrorKind::Cancelled(
+                "the engine shut down while a commit closure of this task's batch was still running (it had not returned); the task never ran".into(),
+            )));
+        }
+    }
+}
+
 /// Counters of events that belong to a lane rather than a handler.
 #[derive(Debug, Default)]
 pub(crate) struct LaneStats {
@@ -128,6 +169,8 @@ pub(crate) struct Lane {
     /// The initializers running in its interpreters (a shutdown
     /// interrupts them).
     pub(crate) inits: crate::worker::InitWatches,
+    /// Batches being committed off the workers.
+    pub(crate) commits: Commits,
 }
 
 /// The first start of a lane's workers. The lane is usable once one worker
@@ -243,6 +286,7 @@ impl Lane {
             releases: Arc::new(Releases::default()),
             startup: Startup::default(),
             inits: Default::default(),
+            commits: Commits::default(),
         })
     }
 
@@ -348,13 +392,25 @@ impl Lane {
             !gilpool_ffi::is_attached(),
             "commit must run with no GIL held"
         );
+        let mut first = true;
         loop {
-            if let Some(s) = slot {
-                s.committing(&tasks);
-            }
+            // A batch another thread's closures may be in: listed while
+            // they run (a submitter committing its own single task blocks
+            // only its own `submit`).
+            let listed = match slot {
+                Some(s) => {
+                    s.committing(&tasks);
+                    None
+                }
+                None if !first || tasks.len() > 1 => Some(handler.lane.commits.begin(&tasks)),
+                None => None,
+            };
+            first = false;
             tasks.retain_mut(|t| t.commit());
-            if let Some(s) = slot {
-                s.committed();
+            match (slot, listed) {
+                (Some(s), _) => s.committed(),
+                (None, Some(id)) => handler.lane.commits.end(id),
+                (None, None) => {}
             }
             if !tasks.is_empty() {
                 handler.lane.route(handler, tasks, true);

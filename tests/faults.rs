@@ -660,6 +660,47 @@ fn a_commit_closure_that_never_returns_on_a_worker_hangs_no_future() {
 }
 
 #[test]
+fn a_commit_closure_that_never_returns_on_a_submitter_hangs_no_other_future() {
+    in_child(
+        "a_commit_closure_that_never_returns_on_a_submitter_hangs_no_other_future",
+        |mode| {
+            let engine = builder(mode).workers(1).build().unwrap();
+            // Batches of two, formed when the second task arrives: by the
+            // thread submitting it, which then runs both commit closures.
+            let ident = engine
+                .handler("hostile", "ident")
+                .batch_size(2)
+                .max_batch_delay(Duration::from_secs(3600))
+                .load()
+                .unwrap();
+            let committing = flag("committing");
+            let stuck = {
+                let committing = committing.clone();
+                ident
+                    .submit_with(
+                        move || -> Result<(i64,)> {
+                            std::fs::write(&committing, "in commit").unwrap();
+                            loop {
+                                std::thread::park();
+                            }
+                        },
+                        |obj| i64::from_python(&obj),
+                    )
+                    .unwrap()
+            };
+            let second = ident.clone();
+            // This thread's own submit never returns: it runs the closure.
+            std::thread::spawn(move || second.submit::<_, i64>((2,)));
+            wait_flag(&committing);
+            let report = engine.shutdown_timeout(Duration::from_millis(200));
+            assert!(!report.drained, "{report:?}");
+            let e = resolve(stuck).unwrap_err();
+            assert!(e.is_cancelled() && e.to_string().contains("commit"), "{e}");
+        },
+    );
+}
+
+#[test]
 fn non_daemon_threads_are_waited_for_then_abandoned() {
     in_child("non_daemon_threads_are_waited_for_then_abandoned", |mode| {
         // A thread that ends within the shutdown deadline is waited for.
