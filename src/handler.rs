@@ -145,6 +145,13 @@ impl HandlerCore {
     }
 }
 
+/// A task's commit: its arguments moved as they are, or a user's closure
+/// (which may never return; see `Task::user_commit`).
+enum Commit<C> {
+    Args(C),
+    User(C),
+}
+
 /// A Python function (`module:function`) bound to an [`Engine`](crate::Engine).
 ///
 /// Cheap to clone; every clone submits to the same queues. Each worker's
@@ -269,7 +276,7 @@ impl Handler {
     ) -> Result<TaskFuture<R>> {
         self.acquire(None)?;
         Ok(self.enqueue_with(
-            move || Ok(args),
+            Commit::Args(move || Ok(args)),
             from_python::<R>,
             RESULT_CONVERSION,
             Some(Deadline::after(timeout)),
@@ -283,7 +290,11 @@ impl Handler {
         args: A,
     ) -> Result<TaskFuture<R>> {
         self.acquire(None)?;
-        Ok(self.enqueue(move || Ok(args), from_python::<R>, RESULT_CONVERSION))
+        Ok(self.enqueue(
+            Commit::Args(move || Ok(args)),
+            from_python::<R>,
+            RESULT_CONVERSION,
+        ))
     }
 
     /// Like [`submit`](Self::submit), but gives up after `timeout` while the
@@ -294,7 +305,11 @@ impl Handler {
         timeout: Duration,
     ) -> Result<TaskFuture<R>, TrySubmitError<A>> {
         match self.acquire(Some(timeout)) {
-            Ok(()) => Ok(self.enqueue(move || Ok(args), from_python::<R>, RESULT_CONVERSION)),
+            Ok(()) => Ok(self.enqueue(
+                Commit::Args(move || Ok(args)),
+                from_python::<R>,
+                RESULT_CONVERSION,
+            )),
             Err(e) => Err(TrySubmitError::new(e, args)),
         }
     }
@@ -306,7 +321,11 @@ impl Handler {
         args: A,
     ) -> Result<TaskFuture<R>, TrySubmitError<A>> {
         match self.try_acquire() {
-            Ok(()) => Ok(self.enqueue(move || Ok(args), from_python::<R>, RESULT_CONVERSION)),
+            Ok(()) => Ok(self.enqueue(
+                Commit::Args(move || Ok(args)),
+                from_python::<R>,
+                RESULT_CONVERSION,
+            )),
             Err(e) => Err(TrySubmitError::new(e, args)),
         }
     }
@@ -324,7 +343,7 @@ impl Handler {
         R: Send + 'static,
     {
         self.acquire(None)?;
-        Ok(self.enqueue(commit, callback, "callback"))
+        Ok(self.enqueue(Commit::User(commit), callback, "callback"))
     }
 
     fn check_detached() -> Result<()> {
@@ -351,7 +370,12 @@ impl Handler {
 
     /// With a permit held: wraps the task (with the handler's timeout) and
     /// stages it. `phase` names the callback in panic messages.
-    fn enqueue<C, P, F, R>(&self, commit: C, callback: F, phase: &'static str) -> TaskFuture<R>
+    fn enqueue<C, P, F, R>(
+        &self,
+        commit: Commit<C>,
+        callback: F,
+        phase: &'static str,
+    ) -> TaskFuture<R>
     where
         C: FnOnce() -> Result<P> + Send + 'static,
         P: IntoArgs,
@@ -364,7 +388,7 @@ impl Handler {
 
     fn enqueue_with<C, P, F, R>(
         &self,
-        commit: C,
+        commit: Commit<C>,
         callback: F,
         phase: &'static str,
         deadline: Option<Deadline>,
@@ -377,7 +401,11 @@ impl Handler {
     {
         self.core.stats.submitted.fetch_add(1, Ordering::Relaxed);
         let (done, future) = Completer::new(self.core.clone(), deadline);
-        let task: Box<dyn Task> = Box::new(TypedTask::new(commit, callback, phase, done));
+        let (commit, user) = match commit {
+            Commit::Args(c) => (c, false),
+            Commit::User(c) => (c, true),
+        };
+        let task: Box<dyn Task> = Box::new(TypedTask::new(commit, user, callback, phase, done));
         match self.core.batcher.push(task, self.core.clock()) {
             Pushed::Batch(batch) => Lane::publish(&self.core, batch),
             Pushed::Waiting(true) => self.core.lane.pool.wake_all(),

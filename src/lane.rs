@@ -394,23 +394,28 @@ impl Lane {
         );
         let mut first = true;
         loop {
-            // A batch another thread's closures may be in: listed while
-            // they run (a submitter committing its own single task blocks
-            // only its own `submit`).
+            // A batch with a user's commit closure, which may never
+            // return, is listed while it commits where a shutdown finds
+            // it: by a worker in its slot; by another thread when the batch
+            // can hold other threads' tasks (a submitter committing its
+            // own single task blocks only its own `submit`).
+            let risky = tasks.iter().any(|t| t.user_commit());
             let listed = match slot {
-                Some(s) => {
+                Some(s) if risky => {
                     s.committing(&tasks);
                     None
                 }
-                None if !first || tasks.len() > 1 => Some(handler.lane.commits.begin(&tasks)),
-                None => None,
+                None if risky && (!first || tasks.len() > 1) => {
+                    Some(handler.lane.commits.begin(&tasks))
+                }
+                _ => None,
             };
             first = false;
             tasks.retain_mut(|t| t.commit());
             match (slot, listed) {
-                (Some(s), _) => s.committed(),
-                (None, Some(id)) => handler.lane.commits.end(id),
-                (None, None) => {}
+                (Some(s), _) if risky => s.committed(),
+                (_, Some(id)) => handler.lane.commits.end(id),
+                _ => {}
             }
             if !tasks.is_empty() {
                 handler.lane.route(handler, tasks, true);

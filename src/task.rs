@@ -234,6 +234,9 @@ pub(crate) trait Task: Send {
     /// Runs the commit closure (no GIL held). On failure the task completes
     /// its future with the error and returns `false`.
     fn commit(&mut self) -> bool;
+    /// Whether its commit runs a user's closure (`submit_with`), which may
+    /// never return; a plain `submit` only moves its arguments.
+    fn user_commit(&self) -> bool;
     /// The task's shared state.
     fn control(&self) -> Arc<dyn Control>;
     /// Converts the committed payload into call arguments (attached). A
@@ -281,15 +284,26 @@ pub(crate) struct TypedTask<C, P, F, R> {
     /// What a panic in the callback is called ("result conversion" for the
     /// built-in `FromPython` callback, "callback" for a user's).
     phase: &'static str,
+    /// See [`Task::user_commit`].
+    user_commit: bool,
     done: Completer<R>,
 }
 
 impl<C, P, F, R> TypedTask<C, P, F, R> {
-    pub(crate) fn new(commit: C, callback: F, phase: &'static str, done: Completer<R>) -> Self {
+    /// `user_commit`: `commit` is a user's closure (see
+    /// [`Task::user_commit`]).
+    pub(crate) fn new(
+        commit: C,
+        user_commit: bool,
+        callback: F,
+        phase: &'static str,
+        done: Completer<R>,
+    ) -> Self {
         TypedTask {
             stage: Stage::Uncommitted(commit),
             callback: Some(callback),
             phase,
+            user_commit,
             done,
         }
     }
@@ -320,6 +334,10 @@ where
                 false
             }
         }
+    }
+
+    fn user_commit(&self) -> bool {
+        self.user_commit && matches!(self.stage, Stage::Uncommitted(_))
     }
 
     fn control(&self) -> Arc<dyn Control> {
