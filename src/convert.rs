@@ -38,11 +38,13 @@ fn conv<T>(r: std::result::Result<T, gilpool_ffi::PyException>) -> Result<T> {
 macro_rules! signed {
     ($($t:ty),*) => {$(
         impl IntoPython for $t {
+            #[inline]
             fn into_python<'py>(self, py: Python<'py>) -> Result<Object<'py>> {
                 Ok(py.int(self as i64)?)
             }
         }
         impl FromPython for $t {
+            #[inline]
             fn from_python(obj: &Object<'_>) -> Result<Self> {
                 let v = conv(obj.extract_i64())?
                     .ok_or_else(|| Error::conversion(format!("int out of range for {}", stringify!($t))))?;

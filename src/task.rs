@@ -463,11 +463,12 @@ impl<A: IntoArgs, R: FromPython + Send + 'static> Chunk for ChunkTask<A, R> {
                 // Compact (16 bytes an input), so a chunk's inputs stay in
                 // cache between conversion and the loop.
                 let xs = contain_each("argument conversion", inputs, |a| a.pack(py));
-                if xs.iter().flatten().any(|x| matches!(x, Packed::Call(_))) {
+                let shape = Shape::of(&xs);
+                if shape.call {
                     let args = xs.into_iter().map(|x| x?.into_args()).collect();
                     run_each_call::<R>(py, func, ctx, args)
                 } else {
-                    run_looped::<R>(py, func, ctx, loops, xs)
+                    run_looped::<R>(py, func, ctx, loops, xs, shape)
                 }
             }
             None => {
@@ -485,6 +486,34 @@ impl<A: IntoArgs, R: FromPython + Send + 'static> Chunk for ChunkTask<A, R> {
 
     fn len(&self) -> usize {
         self.inputs.len()
+    }
+}
+
+/// Which kinds of packed inputs a chunk has, found in one pass.
+#[derive(Debug, Clone, Copy, Default)]
+struct Shape {
+    /// One takes keywords (`Packed::Call`): the chunk runs one call each.
+    call: bool,
+    /// One is a tuple of positional arguments (`f(*x)`).
+    tuple: bool,
+    /// One is a single argument (`f(x)`).
+    one: bool,
+    /// One failed to convert.
+    failed: bool,
+}
+
+impl Shape {
+    fn of(inputs: &[Result<Packed<'_>>]) -> Shape {
+        let mut s = Shape::default();
+        for x in inputs {
+            match x {
+                Ok(Packed::Call(_)) => s.call = true,
+                Ok(Packed::Tuple(_)) => s.tuple = true,
+                Ok(Packed::One(_)) => s.one = true,
+                Err(_) => s.failed = true,
+            }
+        }
+        s
     }
 }
 
@@ -520,18 +549,16 @@ fn run_looped<'py, R: FromPython>(
     ctx: &RunCtx<'_>,
     loops: &Loops<'py>,
     inputs: Vec<Result<Packed<'py>>>,
+    shape: Shape,
 ) -> std::result::Result<Vec<Result<R>>, Reason> {
     let n = inputs.len();
-    let star = inputs
-        .iter()
-        .flatten()
-        .any(|x| matches!(x, Packed::Tuple(_)));
+    let star = shape.tuple;
     // Inputs whose arguments converted go to Python; the rest keep their
     // error in place (`early` stays empty when none failed).
     let mut early: Vec<Option<Error>> = Vec::new();
-    let list = if inputs.iter().all(|x| x.is_ok())
-        && !(star && inputs.iter().flatten().any(|x| matches!(x, Packed::One(_))))
-    {
+    // Single arguments beside tuples each become a 1-tuple below.
+    let mixed = star && shape.one;
+    let list = if !(shape.failed || mixed) {
         // The common case: every input packed alike, straight into the list.
         let xs = inputs.into_iter().map(|x| match x {
             Ok(Packed::One(x) | Packed::Tuple(x)) => x,
