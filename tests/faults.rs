@@ -479,10 +479,17 @@ fn a_raw_thread_left_behind_never_aborts_the_process() {
 /// the interrupt, abandoned with its thread when it does not (`stops`
 /// false). The process goes on serving.
 fn init_case(mode: Mode, function: &str, args: Vec<Value>, stops: bool) {
+    // One that stops gets a grace no loaded host can run out of; one that
+    // does not is given up on soon.
+    let grace = if stops {
+        GENEROUS
+    } else {
+        Duration::from_millis(300)
+    };
     let e = builder(mode)
         .workers(2)
         .init_timeout(Duration::from_millis(300))
-        .interrupt_grace(Duration::from_millis(300))
+        .interrupt_grace(grace)
         .initializer("hostile", function, args)
         .build()
         .unwrap_err();
@@ -586,6 +593,9 @@ fn shutdown_interrupts_an_initializer_still_running() {
         let (first, started, stopped) = (flag("first"), flag("started"), flag("stopped"));
         let engine = builder(mode)
             .workers(2)
+            // The interrupt lands long before a loaded host could run out
+            // of this grace (nothing is to be abandoned).
+            .interrupt_grace(GENEROUS)
             .initializer(
                 "hostile",
                 "spin_unless_first",
