@@ -245,10 +245,10 @@ impl Startup {
 }
 
 fn starting_failed(lane: &Lane, slot: usize, e: &str) -> String {
-    format!(
-        "worker {}-{slot} failed to start: {e}; the lane runs without it",
-        lane.kind.name()
-    )
+    let who = format!("worker {}-{slot}", lane.kind.name());
+    // A failure that names its worker already is not named twice.
+    let e = e.strip_prefix(&format!("{who}: ")).unwrap_or(e);
+    format!("{who} failed to start: {e}; the lane runs without it")
 }
 
 static NEXT_LANE: AtomicU64 = AtomicU64::new(1);

@@ -183,10 +183,11 @@ pub(crate) fn run(start: WorkerStart) {
 fn report_start(lane: &Lane, index: usize, first: bool, r: std::result::Result<(), String>) {
     match (first, r) {
         (true, r) => lane.startup.report(lane, index, r),
-        (false, Err(e)) => lane.warn(format!(
-            "replacement worker {}-{index} failed to start: {e}",
-            lane.kind.name()
-        )),
+        (false, Err(e)) => {
+            let who = format!("worker {}-{index}", lane.kind.name());
+            let e = e.strip_prefix(&format!("{who}: ")).unwrap_or(&e);
+            lane.warn(format!("replacement {who} failed to start: {e}"))
+        }
         (false, Ok(())) => {}
     }
 }
