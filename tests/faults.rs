@@ -615,6 +615,22 @@ fn shutdown_interrupts_an_initializer_still_running() {
     });
 }
 
+/// Submits a task whose commit closure writes `committing`, then never
+/// returns.
+fn submit_stuck(h: &gilpool::Handler, committing: &std::path::Path) -> TaskFuture<i64> {
+    let committing = committing.to_path_buf();
+    h.submit_with(
+        move || -> Result<(i64,)> {
+            std::fs::write(&committing, "in commit").unwrap();
+            loop {
+                std::thread::park();
+            }
+        },
+        |obj| i64::from_python(&obj),
+    )
+    .unwrap()
+}
+
 #[test]
 fn a_commit_closure_that_never_returns_on_a_worker_hangs_no_future() {
     in_child(
@@ -642,20 +658,7 @@ fn a_commit_closure_that_never_returns_on_a_worker_hangs_no_future() {
             // Waits in the batcher; the worker commits it when it starts
             // `before`, and the commit never returns.
             let committing = flag("committing");
-            let stuck = {
-                let committing = committing.clone();
-                ident
-                    .submit_with(
-                        move || -> Result<(i64,)> {
-                            std::fs::write(&committing, "in commit").unwrap();
-                            loop {
-                                std::thread::park();
-                            }
-                        },
-                        |obj| i64::from_python(&obj),
-                    )
-                    .unwrap()
-            };
+            let stuck = submit_stuck(&ident, &committing);
             wait_flag(&committing);
             let e = resolve(busy).unwrap_err();
             assert!(e.is_timeout(), "{e}");
@@ -684,20 +687,7 @@ fn a_commit_closure_that_never_returns_on_a_submitter_hangs_no_other_future() {
                 .load()
                 .unwrap();
             let committing = flag("committing");
-            let stuck = {
-                let committing = committing.clone();
-                ident
-                    .submit_with(
-                        move || -> Result<(i64,)> {
-                            std::fs::write(&committing, "in commit").unwrap();
-                            loop {
-                                std::thread::park();
-                            }
-                        },
-                        |obj| i64::from_python(&obj),
-                    )
-                    .unwrap()
-            };
+            let stuck = submit_stuck(&ident, &committing);
             let second = ident.clone();
             // This thread's own submit never returns: it runs the closure.
             std::thread::spawn(move || second.submit::<_, i64>((2,)));
