@@ -126,6 +126,8 @@ impl Shared {
         let give_up = tx.clone();
         std::thread::Builder::new()
             .name("gilpool-main-init".into())
+            // Room for Python's recursion limits, as on a worker thread.
+            .stack_size(self.base.stack_size)
             .spawn(move || {
                 let state = gilpool_ffi::MainThreadState::new(runtime);
                 let (handle, outcome) = {
