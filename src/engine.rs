@@ -343,7 +343,6 @@ fn stop_lanes(lanes: &[Arc<Lane>], deadline: Instant, drained: bool) {
                 (inner.run, inner.rest.take())
             };
             drop(rest);
-            slot.stop_committing(lane.kind.name());
             if run != 0 {
                 watchdog::interrupt(lane, slot.index, run, Reason::Shutdown);
             }

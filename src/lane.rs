@@ -94,9 +94,8 @@ impl LaneConfig {
     }
 }
 
-/// Batches being committed by threads that serve no slot (submitters,
-/// a shutdown's drain), so a shutdown can resolve their tasks if a commit
-/// closure never returns. Workers list theirs in their slot.
+/// Batches being committed whose commit closures a user wrote, so a
+/// shutdown can resolve their tasks if a closure never returns.
 #[derive(Default)]
 pub(crate) struct Commits {
     next: AtomicU64,
@@ -169,7 +168,7 @@ pub(crate) struct Lane {
     /// The initializers running in its interpreters (a shutdown
     /// interrupts them).
     pub(crate) inits: crate::worker::InitWatches,
-    /// Batches being committed off the workers.
+    /// Batches with user commit closures being committed.
     pub(crate) commits: Commits,
 }
 
@@ -221,10 +220,10 @@ impl Startup {
             st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner());
         }
         if st.ready == 0 {
-            return Err(st
-                .failed
-                .first()
-                .map_or_else(|| "the lane has no worker".into(), |(_, e)| e.clone()));
+            return Err(st.failed.first().map_or_else(
+                || "the lane has no worker".into(),
+                |(slot, e)| format!("worker {}-{slot}: {e}", lane.kind.name()),
+            ));
         }
         st.handed_out = true;
         for (slot, e) in &st.failed {
@@ -245,10 +244,10 @@ impl Startup {
 }
 
 fn starting_failed(lane: &Lane, slot: usize, e: &str) -> String {
-    let who = format!("worker {}-{slot}", lane.kind.name());
-    // A failure that names its worker already is not named twice.
-    let e = e.strip_prefix(&format!("{who}: ")).unwrap_or(e);
-    format!("{who} failed to start: {e}; the lane runs without it")
+    format!(
+        "worker {}-{slot} failed to start: {e}; the lane runs without it",
+        lane.kind.name()
+    )
 }
 
 static NEXT_LANE: AtomicU64 = AtomicU64::new(1);
@@ -378,15 +377,14 @@ impl Lane {
     /// them as a batch. Tasks whose commit fails complete with that error;
     /// if none is left, the prefetch slot passes to the next batch.
     pub(crate) fn publish(handler: &Arc<HandlerCore>, tasks: Vec<Box<dyn Task>>) {
-        Lane::publish_on(handler, tasks, None);
+        Lane::publish_on(handler, tasks, false);
     }
 
-    /// [`publish`](Self::publish) on the thread serving `slot` (a
-    /// worker), which lists the tasks it commits there meanwhile.
+    /// [`publish`](Self::publish), from a worker thread (`on_worker`).
     pub(crate) fn publish_on(
         handler: &Arc<HandlerCore>,
         mut tasks: Vec<Box<dyn Task>>,
-        slot: Option<&Slot>,
+        on_worker: bool,
     ) {
         debug_assert!(
             !gilpool_ffi::is_attached(),
@@ -395,27 +393,16 @@ impl Lane {
         let mut first = true;
         loop {
             // A batch with a user's commit closure, which may never
-            // return, is listed while it commits where a shutdown finds
-            // it: by a worker in its slot; by another thread when the batch
-            // can hold other threads' tasks (a submitter committing its
-            // own single task blocks only its own `submit`).
-            let risky = tasks.iter().any(|t| t.user_commit());
-            let listed = match slot {
-                Some(s) if risky => {
-                    s.committing(&tasks);
-                    None
-                }
-                None if risky && (!first || tasks.len() > 1) => {
-                    Some(handler.lane.commits.begin(&tasks))
-                }
-                _ => None,
-            };
+            // return, is listed while it commits, where a shutdown finds
+            // it, unless it is a submitter's own single task: that blocks
+            // only its own `submit`, which has not returned the future.
+            let others = on_worker || !first || tasks.len() > 1;
+            let listed = (others && tasks.iter().any(|t| t.user_commit()))
+                .then(|| handler.lane.commits.begin(&tasks));
             first = false;
             tasks.retain_mut(|t| t.commit());
-            match (slot, listed) {
-                (Some(s), _) if risky => s.committed(),
-                (_, Some(id)) => handler.lane.commits.end(id),
-                _ => {}
+            if let Some(id) = listed {
+                handler.lane.commits.end(id);
             }
             if !tasks.is_empty() {
                 handler.lane.route(handler, tasks, true);
@@ -499,7 +486,7 @@ impl Lane {
 
     /// Forms and publishes batches whose delay ran out; returns whether any
     /// was published and the earliest remaining deadline.
-    pub(crate) fn flush_due(&self, slot: &Slot) -> (bool, Option<Instant>) {
+    pub(crate) fn flush_due(&self) -> (bool, Option<Instant>) {
         // Runs on every idle-spin round: no allocation unless a handler
         // actually batches with a delay.
         let handlers: Vec<Arc<HandlerCore>> = {
@@ -514,7 +501,7 @@ impl Lane {
         let mut earliest: Option<Instant> = None;
         for h in handlers {
             if let Some(batch) = h.batcher.poll(Some(now)) {
-                Lane::publish_on(&h, batch, Some(slot));
+                Lane::publish_on(&h, batch, true);
                 published = true;
             } else if let Some(d) = h.batcher.deadline() {
                 earliest = Some(earliest.map_or(d, |e| e.min(d)));

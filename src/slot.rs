@@ -45,10 +45,6 @@ pub(crate) struct Slot {
     pub(crate) stats: crate::metrics::SlotStats,
     /// The serving worker's interpreter as lent to callers.
     pub(crate) room: Mutex<Option<Arc<crate::handler::caller::Room>>>,
-    /// The tasks of a batch the serving thread is committing (running
-    /// their commit closures, no GIL held), so a shutdown can resolve them
-    /// if a closure never returns.
-    pub(crate) committing: Mutex<Vec<Arc<dyn Control>>>,
 }
 
 /// The interrupt handle of one generation's interpreter.
@@ -98,7 +94,6 @@ impl Slot {
             interrupt: AtomicU8::new(0),
             stats: crate::metrics::SlotStats::default(),
             room: Mutex::new(None),
-            committing: Mutex::new(Vec::new()),
         }
     }
 
@@ -121,35 +116,6 @@ impl Slot {
         // in progress and taken when it ends), but make sure.
         self.interrupt.store(0, Ordering::SeqCst);
         inner.run
-    }
-}
-
-impl Slot {
-    /// The serving thread commits `tasks` (see [`Slot::committing`]).
-    pub(crate) fn committing(&self, tasks: &[Box<dyn Task>]) {
-        let mut c = self.committing.lock().unwrap_or_else(|e| e.into_inner());
-        c.clear();
-        c.extend(tasks.iter().map(|t| t.control()));
-    }
-
-    /// The commit is over.
-    pub(crate) fn committed(&self) {
-        self.committing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
-    }
-
-    /// At shutdown: resolves the tasks of a commit still in progress (a
-    /// closure that has not returned); they never run.
-    pub(crate) fn stop_committing(&self, lane: &str) {
-        let tasks = std::mem::take(&mut *self.committing.lock().unwrap_or_else(|e| e.into_inner()));
-        for t in tasks {
-            t.stop_queued(crate::error::Error::new(crate::error::ErrorKind::Cancelled(format!(
-                "the engine shut down while worker {lane}-{} was still running a commit closure of this task's batch (it had not returned); the task never ran",
-                self.index
-            ))));
-        }
     }
 }
 

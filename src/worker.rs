@@ -129,7 +129,7 @@ pub(crate) fn run(start: WorkerStart) {
         let next = {
             let local = slot.local.lock().unwrap_or_else(|e| e.into_inner());
             local.next_with(|| {
-                let (published, deadline) = lane.flush_due(&slot);
+                let (published, deadline) = lane.flush_due();
                 if published {
                     return Idle::Published;
                 }
@@ -183,11 +183,10 @@ pub(crate) fn run(start: WorkerStart) {
 fn report_start(lane: &Lane, index: usize, first: bool, r: std::result::Result<(), String>) {
     match (first, r) {
         (true, r) => lane.startup.report(lane, index, r),
-        (false, Err(e)) => {
-            let who = format!("worker {}-{index}", lane.kind.name());
-            let e = e.strip_prefix(&format!("{who}: ")).unwrap_or(&e);
-            lane.warn(format!("replacement {who} failed to start: {e}"))
-        }
+        (false, Err(e)) => lane.warn(format!(
+            "replacement worker {}-{index} failed to start: {e}",
+            lane.kind.name()
+        )),
         (false, Ok(())) => {}
     }
 }
@@ -205,12 +204,7 @@ fn abandon_start(lane: &Lane, index: usize, generation: u64, first: bool, e: Str
     }
     lane.worker_left();
     lane.stats.abandoned.fetch_add(1, Ordering::Relaxed);
-    report_start(
-        lane,
-        index,
-        first,
-        Err(format!("worker {}-{index}: {e}", lane.kind.name())),
-    );
+    report_start(lane, index, first, Err(e));
 }
 
 /// A worker's interpreter, ready for its first task.
@@ -275,12 +269,6 @@ fn open(
                     Some(&lane.inits),
                     abandon,
                 )
-                .map_err(|f| match f {
-                    InitFailure::Failed(e) => {
-                        InitFailure::Failed(format!("worker {}-{index}: {e}", lane.kind.name()))
-                    }
-                    abandoned => abandoned,
-                })
             })
             .map(|()| {
                 let snapshot = (lane.kind == LaneKind::Main)
@@ -452,7 +440,7 @@ impl Worker {
         // before attaching (no GIL held), so it is ready ahead of time.
         if prefetched {
             if let Some(next) = handler.batcher.started(handler.clock()) {
-                Lane::publish_on(&handler, next, Some(&self.slot));
+                Lane::publish_on(&handler, next, true);
             }
         }
         let guard = self.state.attach();
