@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{modes, workloads};
+use common::modes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use gilpool::{Engine, MapChunks, Mode};
 use std::hint::black_box;
@@ -22,11 +22,8 @@ use std::time::Duration;
 const TASKS: i64 = 1024;
 
 fn engine(mode: Mode, workers: usize, metrics: bool) -> Engine {
-    let engine = Engine::builder()
-        .mode(mode)
-        .workers(workers)
+    let engine = common::builder(mode, workers)
         .metrics(metrics)
-        .sys_path(workloads())
         .build()
         .expect("engine starts");
     engine.wait_ready().expect("every worker starts");

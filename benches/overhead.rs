@@ -28,10 +28,7 @@ const WORKERS: usize = 2;
 const MAP_TASKS: i64 = 1024;
 
 fn engine(mode: Mode, workers: usize) -> Engine {
-    Engine::builder()
-        .mode(mode)
-        .workers(workers)
-        .sys_path(common::workloads())
+    common::builder(mode, workers)
         .build()
         .expect("engine starts")
 }

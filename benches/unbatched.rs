@@ -15,8 +15,8 @@
 
 mod common;
 
-use common::{modes, workloads};
-use gilpool::{Engine, Mode};
+use common::modes;
+use gilpool::Mode;
 use std::time::Instant;
 
 const TASKS: i64 = 1024;
@@ -25,10 +25,7 @@ const ROUNDS: usize = 3;
 
 /// Burst times of one engine, in µs, sorted.
 fn bursts(mode: Mode, workers: usize) -> Vec<f64> {
-    let engine = Engine::builder()
-        .mode(mode)
-        .workers(workers)
-        .sys_path(workloads())
+    let engine = common::builder(mode, workers)
         .build()
         .expect("the engine builds");
     engine.wait_ready().expect("every worker starts");

@@ -1,12 +1,20 @@
 //! Helpers shared by the bench binaries (`mod common;` in each).
 #![allow(dead_code)]
 
-use gilpool::Mode;
+use gilpool::{Engine, EngineBuilder, Mode};
 use std::path::PathBuf;
 
 /// The bundled Python modules (`python/`).
 pub(crate) fn workloads() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python")
+}
+
+/// An engine of `workers` in `mode` that imports the bundled modules.
+pub(crate) fn builder(mode: Mode, workers: usize) -> EngineBuilder {
+    Engine::builder()
+        .mode(mode)
+        .workers(workers)
+        .sys_path(workloads())
 }
 
 /// The fault suite's Python fixtures (`tests/fixtures/faults`).
