@@ -170,6 +170,9 @@ pub(crate) struct Lane {
     pub(crate) inits: crate::worker::InitWatches,
     /// Batches with user commit closures being committed.
     pub(crate) commits: Commits,
+    /// Whether a thread waiting for one of its tasks may yield its core
+    /// between polls rather than spin on it ([`Lane::waiter_yields`]).
+    pub(crate) waiter_yields: bool,
 }
 
 /// The first start of a lane's workers. The lane is usable once one worker
@@ -263,6 +266,7 @@ impl std::fmt::Debug for Lane {
 
 impl Lane {
     pub(crate) fn new(kind: LaneKind, workers: usize, config: LaneConfig) -> Arc<Lane> {
+        let waiter_yields = Lane::waiter_yields(kind, workers);
         let (pool, locals) = Pool::new(workers);
         let slots = locals
             .into_iter()
@@ -286,7 +290,22 @@ impl Lane {
             startup: Startup::default(),
             inits: Default::default(),
             commits: Commits::default(),
+            waiter_yields,
         })
+    }
+
+    /// A waiter may yield on an own-GIL lane whose workers and the waiter
+    /// outnumber the host's cores: a worker that would take a queued job may
+    /// then be waiting for the waiter's core, and a busy spin holds it off
+    /// (with 2 workers on 2 cores the second ran 7 % of an unbatched burst).
+    /// With a core to spare, or on a lane sharing one GIL (a worker let in
+    /// would only contend for the GIL with the one running), it spins.
+    /// `TaskFuture::wait` says when it does yield; `docs/BENCHMARKS.md`,
+    /// "Unbatched submit: a waiter that makes room for a worker", measures
+    /// each case.
+    fn waiter_yields(kind: LaneKind, workers: usize) -> bool {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        kind == LaneKind::Sub && workers + 1 > cores
     }
 
     /// Starts a thread serving `slot` as `generation`. A worker of the
@@ -508,5 +527,25 @@ impl Lane {
             }
         }
         (published, earliest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_waiter_yields_only_on_an_own_gil_lane_with_no_core_to_spare() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // The waiter and the workers together outnumber the cores.
+        assert!(Lane::waiter_yields(LaneKind::Sub, cores));
+        assert!(Lane::waiter_yields(LaneKind::Sub, cores + 3));
+        // A core is left for the waiter.
+        assert!(!Lane::waiter_yields(LaneKind::Sub, cores - 1));
+        // A lane sharing one GIL never yields: a worker let in would only
+        // contend for the GIL.
+        for workers in [1, cores, cores + 3] {
+            assert!(!Lane::waiter_yields(LaneKind::Main, workers));
+        }
     }
 }

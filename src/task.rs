@@ -456,8 +456,21 @@ impl<R> TaskFuture<R> {
     }
 
     /// Blocks until the task finished; returns its result.
+    ///
+    /// It polls for up to [`WAIT_SPIN`] first. It yields its core between
+    /// polls where the lane's workers may need that core (see
+    /// `Lane::waiter_yields`) and more than one job is queued when the wait
+    /// begins (its own may be one): the others are jobs a worker waiting for
+    /// a core would take. Otherwise it spins, since a yield would cost a
+    /// lone task's round trip: a worker idling on this core takes the core
+    /// each time.
     pub fn wait(self) -> Result<R> {
-        self.spin(std::hint::spin_loop);
+        let lane = &self.shared.handler.lane;
+        if lane.waiter_yields && lane.pool.injected() > 1 {
+            self.spin(std::thread::yield_now);
+        } else {
+            self.spin(std::hint::spin_loop);
+        }
         self.block()
     }
 

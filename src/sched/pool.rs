@@ -149,6 +149,14 @@ impl<J> Pool<J> {
         )
     }
 
+    /// How many jobs wait in the lane's injector (a snapshot: it may change
+    /// as soon as it is read). The workers' deques are not counted: a
+    /// worker pops its own at every job, so reading them would pull that
+    /// cache line away from it.
+    pub(crate) fn injected(&self) -> usize {
+        self.injector.len()
+    }
+
     /// Number of workers.
     pub(crate) fn workers(&self) -> usize {
         self.stealers.len()
