@@ -304,8 +304,7 @@ impl Lane {
     /// "Unbatched submit: a waiter that makes room for a worker", measures
     /// each case.
     fn waiter_yields(kind: LaneKind, workers: usize) -> bool {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        kind == LaneKind::Sub && workers + 1 > cores
+        kind == LaneKind::Sub && workers + 1 > crate::engine::host_cores()
     }
 
     /// Starts a thread serving `slot` as `generation`. A worker of the
@@ -536,7 +535,7 @@ mod tests {
 
     #[test]
     fn a_waiter_yields_only_on_an_own_gil_lane_with_no_core_to_spare() {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cores = crate::engine::host_cores();
         // The waiter and the workers together outnumber the cores.
         assert!(Lane::waiter_yields(LaneKind::Sub, cores));
         assert!(Lane::waiter_yields(LaneKind::Sub, cores + 3));

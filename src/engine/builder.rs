@@ -59,7 +59,13 @@ impl Initializer {
 /// one on a single core. They share the main interpreter's GIL, so more
 /// only help code that releases it (numpy, I/O).
 pub fn default_main_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
+    host_cores().min(2)
+}
+
+/// The cores this process may run on (1 if that cannot be read). Reading it
+/// may open cgroup files, so callers keep the answer.
+pub(crate) fn host_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Default for EngineBuilder {
@@ -353,7 +359,7 @@ impl EngineBuilder {
         let workers = match self.workers {
             Some(0) => return Err(Error::config("workers must be at least 1")),
             Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            None => host_cores(),
         };
         if self.init_timeout.is_zero() {
             return Err(Error::config("init_timeout must be greater than zero"));
