@@ -3,8 +3,8 @@
 mod builder;
 mod load;
 
-pub use builder::{default_main_workers, EngineBuilder};
-pub(crate) use builder::{host_cores, Initializer};
+pub(crate) use builder::Initializer;
+pub use builder::{default_main_workers, host_cores, EngineBuilder};
 pub use load::HandlerBuilder;
 
 use crate::error::{Error, ErrorKind, Result};

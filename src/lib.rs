@@ -98,7 +98,7 @@ pub use convert::{Args, CallArgs, FromPython, IntoArgs, IntoPython, Packed, Posi
 #[cfg(feature = "cuda")]
 pub use cuda::{cuda_device_count, CudaStage, CudaVec, DeviceBuffer};
 pub use engine::{
-    default_main_workers, Engine, EngineBuilder, HandlerBuilder, Mode, ShutdownReport,
+    default_main_workers, host_cores, Engine, EngineBuilder, HandlerBuilder, Mode, ShutdownReport,
     DEFAULT_INIT_TIMEOUT, DEFAULT_INTERRUPT_GRACE, DEFAULT_SHUTDOWN_TIMEOUT,
 };
 pub use error::{Error, Result, TrySubmitError};

@@ -67,9 +67,7 @@ fn run(args: DemoArgs) -> Result<(), String> {
     if args.repeat == 0 {
         return Err("--repeat must be at least 1".into());
     }
-    let all = args
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let all = args.workers.unwrap_or_else(gilpool::host_cores);
     if all == 0 {
         return Err("--workers must be at least 1".into());
     }

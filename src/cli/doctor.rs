@@ -101,7 +101,7 @@ pub(crate) fn main(args: DoctorArgs) -> ExitCode {
         .map(|m| check(main_engine, sub_engine, m))
         .collect();
     let ok = modules.iter().all(|m| m.runs != "fails");
-    let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let available = gilpool::host_cores();
     let core_ids = core_affinity::get_core_ids().map_or(0, |c| c.len());
     let library = auto.python_library().unwrap_or("(unknown)").to_string();
     let build_version = if gilpool::BUILD_PYTHON_VERSION.is_empty() {

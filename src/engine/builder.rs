@@ -62,9 +62,10 @@ pub fn default_main_workers() -> usize {
     host_cores().min(2)
 }
 
-/// The cores this process may run on (1 if that cannot be read). Reading it
-/// may open cgroup files, so callers keep the answer.
-pub(crate) fn host_cores() -> usize {
+/// The cores this process may run on (1 if that cannot be read): the
+/// default number of workers ([`EngineBuilder::workers`]). Reading it may
+/// open cgroup files, so callers keep the answer.
+pub fn host_cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
@@ -101,7 +102,7 @@ impl EngineBuilder {
         self.mode = mode;
         self
     }
-    /// Number of workers (default: the number of cores).
+    /// Number of workers (default: the number of cores, [`host_cores`]).
     pub fn workers(mut self, n: usize) -> Self {
         self.workers = Some(n);
         self

@@ -318,7 +318,7 @@ impl Plan {
 }
 
 fn run(args: BenchArgs) -> Result<bool, String> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = gilpool::host_cores();
     let counts = if args.workers.is_empty() {
         vec![cores]
     } else {
@@ -365,7 +365,7 @@ fn run(args: BenchArgs) -> Result<bool, String> {
         WorkloadArg::Both => &[Workload::Heavy, Workload::Trivial],
     };
     let mut machine = Machine {
-        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpus: cores,
         cpu_model: cpu_model(),
         load_before: loadavg(),
         ..Machine::default()
