@@ -300,8 +300,9 @@ impl Lane {
     /// (with 2 workers on 2 cores the second ran 7 % of an unbatched burst).
     /// With a core to spare, or on a lane sharing one GIL (a worker let in
     /// would only contend for the GIL with the one running), it spins.
-    /// `TaskFuture::wait` says when it does yield; `docs/BENCHMARKS.md`,
-    /// "Unbatched submit: a waiter that makes room for a worker", measures
+    /// `TaskFuture::poll_first` (for `wait` and `map`'s waiter) says when
+    /// it does yield; `docs/BENCHMARKS.md`, "Unbatched submit: a waiter that
+    /// makes room for a worker" and "One rule for both waiters", measures
     /// each case.
     fn waiter_yields(kind: LaneKind, workers: usize) -> bool {
         kind == LaneKind::Sub && workers + 1 > crate::engine::host_cores()

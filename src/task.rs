@@ -457,7 +457,7 @@ impl<R> TaskFuture<R> {
 
     /// Blocks until the task finished; returns its result.
     ///
-    /// It polls for up to [`WAIT_SPIN`] first. It yields its core between
+    /// It polls for up to 20 µs first. It yields its core between
     /// polls where the lane's workers may need that core (see
     /// `Lane::waiter_yields`) and more than one job is queued when the wait
     /// begins (its own may be one): the others are jobs a worker waiting for
@@ -465,26 +465,31 @@ impl<R> TaskFuture<R> {
     /// lone task's round trip: a worker idling on this core takes the core
     /// each time.
     pub fn wait(self) -> Result<R> {
-        let lane = &self.shared.handler.lane;
-        if lane.waiter_yields && lane.pool.injected() > 1 {
-            self.spin(std::thread::yield_now);
-        } else {
-            self.spin(std::hint::spin_loop);
+        let more = self.shared.handler.lane.pool.injected() > 1;
+        self.poll_first(more);
+        self.block()
+    }
+
+    /// [`wait`](Self::wait) for a waiter with more results to come (`map`,
+    /// whose window holds more jobs): when `spin` is set it polls first,
+    /// by the same rule as `wait` with more jobs queued; without `spin`
+    /// (results arrive slowly, long tasks) it blocks at once.
+    pub(crate) fn wait_more(self, spin: bool) -> Result<R> {
+        if spin {
+            self.poll_first(true);
         }
         self.block()
     }
 
-    /// [`wait`](Self::wait) for a waiter with more results to come (`map`):
-    /// when `spin` is set it polls first, yielding its core between polls
-    /// rather than spinning on it, since the workers that will complete the
-    /// task may be waiting for that core (on a host with none to spare, a
-    /// busy spin there holds them off); without `spin` (results arrive
-    /// slowly, long tasks) it blocks at once.
-    pub(crate) fn wait_yielding(self, spin: bool) -> Result<R> {
-        if spin {
+    /// Polls up to [`WAIT_SPIN`]: yielding between polls where the lane's
+    /// workers may need this core and `more` jobs are queued behind this
+    /// one, else spinning.
+    fn poll_first(&self, more: bool) {
+        if more && self.shared.handler.lane.waiter_yields {
             self.spin(std::thread::yield_now);
+        } else {
+            self.spin(std::hint::spin_loop);
         }
-        self.block()
     }
 
     fn block(self) -> Result<R> {

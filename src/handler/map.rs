@@ -172,11 +172,11 @@ impl<R> Pending<R> {
     }
 
     /// Blocks until the task resolved (`spin`: polling first, see
-    /// `TaskFuture::wait_yielding`); a failed submission resolves at once.
+    /// `TaskFuture::wait_more`); a failed submission resolves at once.
     fn wait(self, spin: bool) -> Done<R> {
         match self {
-            Pending::One(f) => Done::One(f.and_then(|f| f.wait_yielding(spin))),
-            Pending::Chunk(f, n) => Done::Chunk(f.and_then(|f| f.wait_yielding(spin)), n),
+            Pending::One(f) => Done::One(f.and_then(|f| f.wait_more(spin))),
+            Pending::Chunk(f, n) => Done::Chunk(f.and_then(|f| f.wait_more(spin)), n),
         }
     }
 }
