@@ -66,6 +66,9 @@ pub(crate) struct LaneConfig {
     pub(crate) sys_path: Vec<String>,
     pub(crate) idle_spin: Duration,
     pub(crate) cores: Vec<core_affinity::CoreId>,
+    /// The cores this process may run on (`engine::host_cores`, read once
+    /// by the build).
+    pub(crate) host_cores: usize,
     pub(crate) stack_size: usize,
     /// How long a running task past its deadline (or cancelled) gets to
     /// stop after the first interrupt before its worker is quarantined.
@@ -266,7 +269,7 @@ impl std::fmt::Debug for Lane {
 
 impl Lane {
     pub(crate) fn new(kind: LaneKind, workers: usize, config: LaneConfig) -> Arc<Lane> {
-        let waiter_yields = Lane::waiter_yields(kind, workers);
+        let waiter_yields = Lane::waiter_yields(kind, workers, config.host_cores);
         let (pool, locals) = Pool::new(workers);
         let slots = locals
             .into_iter()
@@ -295,7 +298,7 @@ impl Lane {
     }
 
     /// A waiter may yield on an own-GIL lane whose workers and the waiter
-    /// outnumber the host's cores: a worker that would take a queued job may
+    /// outnumber the host's cores (`host_cores`): a worker that would take a queued job may
     /// then be waiting for the waiter's core, and a busy spin holds it off
     /// (with 2 workers on 2 cores the second ran 7 % of an unbatched burst).
     /// With a core to spare, or on a lane sharing one GIL (a worker let in
@@ -304,8 +307,8 @@ impl Lane {
     /// it does yield; `docs/BENCHMARKS.md`, "Unbatched submit: a waiter that
     /// makes room for a worker" and "One rule for both waiters", measures
     /// each case.
-    fn waiter_yields(kind: LaneKind, workers: usize) -> bool {
-        kind == LaneKind::Sub && workers + 1 > crate::engine::host_cores()
+    fn waiter_yields(kind: LaneKind, workers: usize, host_cores: usize) -> bool {
+        kind == LaneKind::Sub && workers + 1 > host_cores
     }
 
     /// Starts a thread serving `slot` as `generation`. A worker of the
@@ -536,16 +539,17 @@ mod tests {
 
     #[test]
     fn a_waiter_yields_only_on_an_own_gil_lane_with_no_core_to_spare() {
-        let cores = crate::engine::host_cores();
-        // The waiter and the workers together outnumber the cores.
-        assert!(Lane::waiter_yields(LaneKind::Sub, cores));
-        assert!(Lane::waiter_yields(LaneKind::Sub, cores + 3));
-        // A core is left for the waiter.
-        assert!(!Lane::waiter_yields(LaneKind::Sub, cores - 1));
-        // A lane sharing one GIL never yields: a worker let in would only
-        // contend for the GIL.
-        for workers in [1, cores, cores + 3] {
-            assert!(!Lane::waiter_yields(LaneKind::Main, workers));
+        for cores in [1, 2, 16, crate::engine::host_cores()] {
+            // The waiter and the workers together outnumber the cores.
+            assert!(Lane::waiter_yields(LaneKind::Sub, cores, cores));
+            assert!(Lane::waiter_yields(LaneKind::Sub, cores + 3, cores));
+            // A core is left for the waiter.
+            assert!(!Lane::waiter_yields(LaneKind::Sub, cores - 1, cores));
+            // A lane sharing one GIL never yields: a worker let in would only
+            // contend for the GIL.
+            for workers in [1, cores, cores + 3] {
+                assert!(!Lane::waiter_yields(LaneKind::Main, workers, cores));
+            }
         }
     }
 }

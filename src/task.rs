@@ -465,8 +465,8 @@ impl<R> TaskFuture<R> {
     /// lone task's round trip: a worker idling on this core takes the core
     /// each time.
     pub fn wait(self) -> Result<R> {
-        let more = self.shared.handler.lane.pool.injected() > 1;
-        self.poll_first(more);
+        let lane = &self.shared.handler.lane;
+        self.poll_first(|| lane.pool.injected() > 1);
         self.block()
     }
 
@@ -476,16 +476,17 @@ impl<R> TaskFuture<R> {
     /// (results arrive slowly, long tasks) it blocks at once.
     pub(crate) fn wait_more(self, spin: bool) -> Result<R> {
         if spin {
-            self.poll_first(true);
+            self.poll_first(|| true);
         }
         self.block()
     }
 
     /// Polls up to [`WAIT_SPIN`]: yielding between polls where the lane's
-    /// workers may need this core and `more` jobs are queued behind this
-    /// one, else spinning.
-    fn poll_first(&self, more: bool) {
-        if more && self.shared.handler.lane.waiter_yields {
+    /// workers may need this core and `more()` says jobs are queued behind
+    /// this one, else spinning. `more` is asked only on a lane that may
+    /// yield, so the others never read the injector.
+    fn poll_first(&self, more: impl FnOnce() -> bool) {
+        if self.shared.handler.lane.waiter_yields && more() {
             self.spin(std::thread::yield_now);
         } else {
             self.spin(std::hint::spin_loop);

@@ -59,7 +59,12 @@ impl Initializer {
 /// one on a single core. They share the main interpreter's GIL, so more
 /// only help code that releases it (numpy, I/O).
 pub fn default_main_workers() -> usize {
-    host_cores().min(2)
+    main_workers_on(host_cores())
+}
+
+/// [`default_main_workers`] on a host of `cores`.
+fn main_workers_on(cores: usize) -> usize {
+    cores.min(2)
 }
 
 /// The cores this process may run on (1 if that cannot be read): the
@@ -357,10 +362,12 @@ impl EngineBuilder {
                 self.stack_size
             )));
         }
+        // Read once for every default and lane of this build.
+        let host = host_cores();
         let workers = match self.workers {
             Some(0) => return Err(Error::config("workers must be at least 1")),
             Some(n) => n,
-            None => host_cores(),
+            None => host,
         };
         if self.init_timeout.is_zero() {
             return Err(Error::config("init_timeout must be greater than zero"));
@@ -481,6 +488,7 @@ impl EngineBuilder {
             sys_path,
             idle_spin: self.idle_spin,
             cores,
+            host_cores: host,
             stack_size: self.stack_size,
             grace: self.interrupt_grace,
             initializers: self.initializers,
@@ -491,7 +499,7 @@ impl EngineBuilder {
         };
         let main_workers = match mode {
             Mode::SingleGil => workers,
-            _ => self.main_workers.unwrap_or_else(default_main_workers),
+            _ => self.main_workers.unwrap_or(main_workers_on(host)),
         };
         let shared = Arc::new(Shared {
             mode,
