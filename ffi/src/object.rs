@@ -63,12 +63,14 @@ impl<'py> Object<'py> {
     /// # Safety
     /// `ptr` must be a new (owned) reference or null, in the interpreter
     /// `py` is attached to.
+    #[inline]
     pub(crate) unsafe fn from_owned_ptr(py: Python<'py>, ptr: *mut ffi::PyObject) -> Option<Self> {
         NonNull::new(ptr).map(|ptr| Object { ptr, py })
     }
 
     /// # Safety
     /// As `from_owned_ptr`; a null `ptr` means a Python exception is set.
+    #[inline]
     pub(crate) unsafe fn from_owned_or_err(
         py: Python<'py>,
         ptr: *mut ffi::PyObject,
@@ -80,6 +82,7 @@ impl<'py> Object<'py> {
     /// # Safety
     /// `ptr` must be a borrowed, non-null reference valid now, in the
     /// interpreter `py` is attached to.
+    #[inline]
     pub(crate) unsafe fn from_borrowed_ptr(py: Python<'py>, ptr: *mut ffi::PyObject) -> Self {
         // SAFETY: attached; `ptr` is a live object, so taking a new reference is valid.
         unsafe { ffi::Py_INCREF(ptr) };
@@ -464,6 +467,36 @@ impl<'py> Object<'py> {
                 ffi::PyList_GET_ITEM(self.as_ptr(), i as ffi::Py_ssize_t),
             )
         })
+    }
+
+    /// Takes item `i` out of a `list`, leaving `None` in its slot: the
+    /// reference the list held becomes the caller's, with no reference
+    /// count taken or given back. `None` past the list's end (or if `self`
+    /// is not a list). As with [`list_item`](Self::list_item), the length
+    /// is read at each call.
+    pub fn list_take(&self, i: usize) -> Option<Object<'py>> {
+        // SAFETY: attached; the check reads the type only, and after it
+        // `self` is a list, whose size field is valid.
+        let n = unsafe {
+            if ffi::PyList_Check(self.as_ptr()) == 0 {
+                return None;
+            }
+            ffi::PyList_GET_SIZE(self.as_ptr())
+        };
+        if i >= n as usize {
+            return None;
+        }
+        // SAFETY: attached; 0 <= i < len, so the slot holds a live item
+        // whose reference the list owns. Storing a new reference to `None`
+        // in its place hands that reference over to us before any Python
+        // code runs, and the list stays well formed.
+        unsafe {
+            let none = ffi::Py_None();
+            ffi::Py_INCREF(none);
+            let slot = (*self.as_ptr().cast::<ffi::PyListObject>()).ob_item.add(i);
+            let item = std::mem::replace(&mut *slot, none);
+            Object::from_owned_ptr(self.py, item)
+        }
     }
 
     /// The `(key, value)` pairs of a `dict`, in insertion order.

@@ -278,7 +278,7 @@ fn run_looped<'py, R: FromPython>(
         }
         let at = next_result;
         next_result += 1;
-        let obj = out.list_item(at).ok_or_else(|| {
+        let obj = out.list_take(at).ok_or_else(|| {
             Error::new(ErrorKind::BatchShape(format!(
                 "a map chunk's results changed while they were read (result {at} is gone)"
             )))
