@@ -448,25 +448,10 @@ impl<'py> Object<'py> {
     /// a list). The length is read at each call, so a walk stays in bounds
     /// however Python code run between two calls changes the list.
     pub fn list_item(&self, i: usize) -> Option<Object<'py>> {
-        // SAFETY: attached; the check reads the type only, and after it
-        // `self` is a list, whose size field is valid.
-        let n = unsafe {
-            if ffi::PyList_Check(self.as_ptr()) == 0 {
-                return None;
-            }
-            ffi::PyList_GET_SIZE(self.as_ptr())
-        };
-        if i >= n as usize {
-            return None;
-        }
-        // SAFETY: attached; 0 <= i < len, so the slot holds a live item,
+        let slot = self.list_slot(i)?;
+        // SAFETY: attached; the slot is in bounds, so it holds a live item,
         // of which we take a new reference before any Python code runs.
-        Some(unsafe {
-            Object::from_borrowed_ptr(
-                self.py,
-                ffi::PyList_GET_ITEM(self.as_ptr(), i as ffi::Py_ssize_t),
-            )
-        })
+        Some(unsafe { Object::from_borrowed_ptr(self.py, *slot) })
     }
 
     /// Takes item `i` out of a `list`, leaving `None` in its slot: the
@@ -475,27 +460,33 @@ impl<'py> Object<'py> {
     /// is not a list). As with [`list_item`](Self::list_item), the length
     /// is read at each call.
     pub fn list_take(&self, i: usize) -> Option<Object<'py>> {
-        // SAFETY: attached; the check reads the type only, and after it
-        // `self` is a list, whose size field is valid.
-        let n = unsafe {
-            if ffi::PyList_Check(self.as_ptr()) == 0 {
-                return None;
-            }
-            ffi::PyList_GET_SIZE(self.as_ptr())
-        };
-        if i >= n as usize {
-            return None;
-        }
-        // SAFETY: attached; 0 <= i < len, so the slot holds a live item
+        let slot = self.list_slot(i)?;
+        // SAFETY: attached; the slot is in bounds and holds a live item
         // whose reference the list owns. Storing a new reference to `None`
         // in its place hands that reference over to us before any Python
         // code runs, and the list stays well formed.
         unsafe {
             let none = ffi::Py_None();
             ffi::Py_INCREF(none);
-            let slot = (*self.as_ptr().cast::<ffi::PyListObject>()).ob_item.add(i);
             let item = std::mem::replace(&mut *slot, none);
             Object::from_owned_ptr(self.py, item)
+        }
+    }
+
+    /// The slot of item `i` of a `list`, or `None` past its end (or if
+    /// `self` is not a list); valid until Python code runs.
+    fn list_slot(&self, i: usize) -> Option<*mut *mut ffi::PyObject> {
+        // SAFETY: attached; the check reads the type only, and after it
+        // `self` is a list, whose size and item array are valid; `i` is
+        // checked against the size before the slot's address is formed.
+        unsafe {
+            if ffi::PyList_Check(self.as_ptr()) == 0 {
+                return None;
+            }
+            if i >= ffi::PyList_GET_SIZE(self.as_ptr()) as usize {
+                return None;
+            }
+            Some((*self.as_ptr().cast::<ffi::PyListObject>()).ob_item.add(i))
         }
     }
 
