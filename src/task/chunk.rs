@@ -264,7 +264,7 @@ fn run_looped<'py, R: FromPython>(
     let mut next_result = 0;
     // Everything but `from_python` runs before it, so a panic there leaves
     // the cursors at the next input. Results are read off `out` one by one
-    // (`list_item` re-reads its length, so a conversion that runs Python
+    // (`list_take` re-reads its length, so a conversion that runs Python
     // and changes the list cannot take the walk out of bounds).
     let mut early = early.into_iter();
     Ok(contain_each("result conversion", 0..n, |_| {
