@@ -123,6 +123,49 @@ fn placement_main_forces_the_main_lane_and_sub_needs_subinterpreters() {
     }
 }
 
+/// Two tasks on a lane whose workers share one GIL, the first waiting with
+/// the GIL released until the second runs. Such a lane wakes a sleeping
+/// worker only when none is awake; the second task is left to the first's
+/// worker, which is blocked, until the lane's helper check finds no job taken
+/// since and wakes the other worker. Without that check both tasks would
+/// wait out their timeout and return `false`.
+fn rendezvous_on_a_shared_gil(engine: &Engine, placement: Placement, key: &str) {
+    let meet = engine
+        .handler("rendezvous", "meet")
+        .placement(placement)
+        .load()
+        .unwrap();
+    for round in 0..3 {
+        let key = format!("{key}-{round}");
+        let a = meet.submit::<_, bool>((key.clone(), 0)).unwrap();
+        let b = meet.submit::<_, bool>((key.clone(), 1)).unwrap();
+        assert!(
+            common::resolve(a, GENEROUS).unwrap(),
+            "{key}: side 0 waited in vain"
+        );
+        assert!(
+            common::resolve(b, GENEROUS).unwrap(),
+            "{key}: side 1 waited in vain"
+        );
+    }
+}
+
+#[test]
+fn a_shared_gil_lane_wakes_a_second_worker_beside_a_blocked_one() {
+    let engine = builder(Mode::SingleGil).workers(2).build().unwrap();
+    rendezvous_on_a_shared_gil(&engine, Placement::Main, "single-gil");
+    engine.shutdown();
+    if Mode::SubInterpreters.is_supported() {
+        let engine = builder(Mode::SubInterpreters)
+            .workers(1)
+            .main_workers(2)
+            .build()
+            .unwrap();
+        rendezvous_on_a_shared_gil(&engine, Placement::Main, "main-lane");
+        engine.shutdown();
+    }
+}
+
 /// `Held` across two handlers (plain and batched), then released in the
 /// interpreter that made it.
 fn held_round_trip(engine: &Engine, placement: Placement) {
