@@ -26,7 +26,7 @@ target="$root/loom_tests/target"
 # shutdown models are the slowest, and the ones that need the third
 # preemption (a lost job at drain needs both workers preempted around their
 # last search). Drop a filter here if a model grows past that budget.
-SMALL_MODELS=(models::cell models::lazy models::lend models::batcher models::sleep models::queues models::permits models::shutdown)
+SMALL_MODELS=(models::cell models::lend models::batcher models::sleep models::queues models::permits models::shutdown)
 
 step() { printf '\n==> loom: %s\n' "$*"; }
 

@@ -4,7 +4,7 @@
 
 use crate::handler::HandlerCore;
 use crate::held::{Home, Releases};
-use crate::sched::pool::{HelperHook, Local, Pool, Wake};
+use crate::sched::pool::{Local, Pool};
 use crate::slot::Slot;
 use crate::task::{Control, Task};
 use crate::watchdog::Watch;
@@ -270,17 +270,13 @@ impl std::fmt::Debug for Lane {
 impl Lane {
     pub(crate) fn new(kind: LaneKind, workers: usize, config: LaneConfig) -> Arc<Lane> {
         let waiter_yields = Lane::waiter_yields(kind, workers, config.host_cores);
-        let wake = match kind {
-            LaneKind::Sub => Wake::Eager,
-            LaneKind::Main => Wake::Lazy,
-        };
-        let (pool, locals) = Pool::with_wake(workers, wake);
+        let (pool, locals) = Pool::new(workers);
         let slots = locals
             .into_iter()
             .enumerate()
             .map(|(i, local): (usize, Local<Job>)| Arc::new(Slot::new(i, local)))
             .collect();
-        let lane = Arc::new(Lane {
+        Arc::new(Lane {
             id: NEXT_LANE.fetch_add(1, Ordering::Relaxed),
             kind,
             pool,
@@ -298,19 +294,7 @@ impl Lane {
             inits: Default::default(),
             commits: Commits::default(),
             waiter_yields,
-        });
-        if wake == Wake::Lazy {
-            // A job left to an awake worker is checked on by the watchdog
-            // (`Pool::help`): the hook holds the lane weakly, as the lane
-            // holds the pool.
-            let weak = Arc::downgrade(&lane);
-            lane.pool.set_helper(HelperHook(Box::new(move |taken| {
-                if let Some(lane) = weak.upgrade() {
-                    lane.watch.helper(taken);
-                }
-            })));
-        }
-        lane
+        })
     }
 
     /// A waiter may yield on an own-GIL lane whose workers and the waiter
@@ -337,7 +321,6 @@ impl Lane {
         first: bool,
     ) -> std::io::Result<()> {
         *self.live.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-        self.pool.serve();
         let start = WorkerStart {
             lane: self.clone(),
             slot,
@@ -356,7 +339,6 @@ impl Lane {
 
     /// A thread stopped serving its slot (it exited, or was quarantined).
     pub(crate) fn worker_left(&self) {
-        self.pool.unserve();
         let mut live = self.live.lock().unwrap_or_else(|e| e.into_inner());
         *live -= 1;
         if *live == 0 {

@@ -3,9 +3,8 @@
 //!
 //! One thread per engine (`gilpool-watchdog`) sleeps until the earliest
 //! entry of a time-ordered queue ([`Watch`]) is due. Entries are a task's
-//! deadline (registered at submit), a cancellation of a running task, a
-//! re-check of an interrupt, or a lazy lane's helper check (`Pool::help`).
-//! When a task's deadline passes:
+//! deadline (registered at submit), a cancellation of a running task, or a
+//! re-check of an interrupt. When a task's deadline passes:
 //!
 //! 1. not started: it is stopped and its future resolves with a timeout;
 //!    it never runs;
@@ -38,10 +37,6 @@ use std::time::{Duration, Instant};
 /// How often a running task past its deadline (or cancelled) is
 /// interrupted again while it does not stop.
 pub(crate) const REPEAT: Duration = Duration::from_millis(50);
-
-/// How long after a lazy lane left a job to an awake worker the watchdog
-/// checks that the lane's workers took a job since (`Pool::help`).
-pub(crate) const HELPER_AFTER: Duration = Duration::from_millis(1);
 
 /// Why a run is interrupted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,9 +193,6 @@ enum Action {
         reason: Reason,
         since: Instant,
     },
-    /// A lazy lane's helper check, with the count of jobs taken when it
-    /// was armed.
-    Helper(u64),
 }
 
 struct Entry {
@@ -284,11 +276,6 @@ impl Watch {
         );
     }
 
-    /// The helper check of a lazy lane, [`HELPER_AFTER`] from now.
-    pub(crate) fn helper(&self, taken: u64) {
-        self.push(Instant::now() + HELPER_AFTER, Action::Helper(taken));
-    }
-
     /// Ends the watchdog thread.
     pub(crate) fn stop(&self) {
         self.state.lock().unwrap_or_else(|e| e.into_inner()).stop = true;
@@ -353,11 +340,6 @@ pub(crate) fn run(lane: Arc<Lane>) {
                 } else {
                     interrupt(&lane, slot, run, reason);
                     lane.watch.recheck(slot, run, reason, since);
-                }
-            }
-            Action::Helper(taken) => {
-                if let Some(taken) = lane.pool.help(taken) {
-                    lane.watch.helper(taken);
                 }
             }
         }

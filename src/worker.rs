@@ -22,7 +22,7 @@ use crate::handler::{HandlerCore, IdMap};
 use crate::held::{self, Home, Releases};
 use crate::lane::{Batch, Job, Lane, LaneKind};
 use crate::sched::lend::Reclaimed;
-use crate::sched::pool::{Idle, Next, Streak};
+use crate::sched::pool::{Idle, Next};
 use crate::slot::{Slot, SlotInner, Target};
 use crate::task::{self, Control, Task};
 use crate::watchdog::{expired, RunCtx};
@@ -121,7 +121,6 @@ pub(crate) fn run(start: WorkerStart) {
         room,
         recycle_due: std::cell::RefCell::new(None),
         modules: std::cell::RefCell::default(),
-        streak: Streak::default(),
     };
     let spin = lane.config.idle_spin;
     let mut idle_since: Option<Instant> = None;
@@ -136,7 +135,7 @@ pub(crate) fn run(start: WorkerStart) {
                 }
                 let now = Instant::now();
                 let since = *idle_since.get_or_insert(now);
-                if now.duration_since(since) < spin && lane.pool.idle_spins() {
+                if now.duration_since(since) < spin {
                     // Yield, not a pause instruction: a worker between jobs
                     // gives its core to whoever is runnable (the submitting
                     // thread, on a host with no core to spare) and is back
@@ -373,9 +372,6 @@ struct Worker {
     /// Skips the import check after a job while `sys.modules` saw no
     /// change (starts over in a recycled interpreter).
     modules: std::cell::RefCell<gilpool_ffi::ModulesWatch>,
-    /// This worker's latest jobs, long or short (lazy lanes:
-    /// `Pool::job_took`).
-    streak: Streak,
 }
 
 /// Why a task taken from the slot is not run.
@@ -462,7 +458,6 @@ impl Worker {
         };
         let ctx = RunCtx::new(&self.slot, self.run_time(&handler));
         let attached = ctx.begin();
-        let held = self.lane.pool.is_lazy().then(crate::metrics::Stamp::now);
         if handler.options.vectorized {
             self.run_vectorized(py, &func, &handler, &ctx);
         } else {
@@ -471,9 +466,6 @@ impl Worker {
         self.check_health(py, &handler);
         if let Some(attached) = attached {
             crate::metrics::add_time(&self.slot.stats.attached_ns, attached.elapsed());
-        }
-        if let Some(held) = held {
-            self.lane.pool.job_took(held.elapsed(), &mut self.streak);
         }
     }
 

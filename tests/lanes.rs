@@ -123,12 +123,11 @@ fn placement_main_forces_the_main_lane_and_sub_needs_subinterpreters() {
     }
 }
 
-/// Two tasks on a lane whose workers share one GIL, the first waiting with
-/// the GIL released until the second runs. Such a lane wakes a sleeping
-/// worker only when none is awake; the second task is left to the first's
-/// worker, which is blocked, until the lane's helper check finds no job taken
-/// since and wakes the other worker. Without that check both tasks would
-/// wait out their timeout and return `false`.
+/// Two tasks on a lane whose workers share one GIL, each waiting with the
+/// GIL released until the other runs: the second task must get the second
+/// worker while the first blocks its own. A lane that left the second task
+/// queued behind the first (a worker woken only when none is awake, say)
+/// would make both wait out their timeout and return `false`.
 fn rendezvous_on_a_shared_gil(engine: &Engine, placement: Placement, key: &str) {
     let meet = engine
         .handler("rendezvous", "meet")

@@ -11,59 +11,11 @@
 //! protocol guarantees it cannot sleep through the notification (see
 //! `sleep/README.md`). Jobs themselves are published by the deques, which
 //! synchronize on their own.
-//!
-//! A lane whose workers share one GIL wakes them lazily ([`Wake::Lazy`]):
-//! a published job wakes a sleeper only when every thread serving the lane
-//! sleeps (see `Sleep::notify_lazy`). A job it leaves to an awake worker is
-//! covered by the helper check: the pool asks its hook (the lane's
-//! watchdog) to call [`Pool::help`] a little later, which wakes a sleeper
-//! if jobs are still queued and no worker took one in between — the awake
-//! worker is then in a long job, perhaps one that released the GIL.
 
 use super::sleep::{Sleep, Ticket};
 use super::sync::deque::{Injector, Steal, Stealer, Worker};
-use super::sync::{Arc, AtomicU8, AtomicUsize, Ordering};
-use crossbeam_utils::CachePadded;
-use std::sync::OnceLock;
+use super::sync::{Arc, AtomicU8, Ordering};
 use std::time::Duration;
-
-/// How a lane wakes its sleeping workers when a job is published.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Wake {
-    /// One sleeper per job: each woken worker runs in parallel (own GIL).
-    Eager,
-    /// A sleeper only when all serving threads sleep: workers that share
-    /// one GIL cannot run Python at once, so a second one woken beside a
-    /// running one only contends with it for the GIL.
-    Lazy,
-}
-
-/// The lane's side of the helper check: called with the count of jobs
-/// taken so far, it arranges for [`Pool::help`] to be called with that
-/// count a little later.
-pub(crate) struct HelperHook(pub(crate) Box<dyn Fn(u64) + Send + Sync>);
-
-impl std::fmt::Debug for HelperHook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("HelperHook")
-    }
-}
-
-/// A lazy lane's jobs of at least this long make it wake eagerly (see
-/// [`Pool::job_took`]): about what a wake-up and a hand-over of the GIL
-/// cost together on a virtual machine.
-pub(crate) const LONG_JOB: Duration = Duration::from_micros(20);
-
-/// Jobs in a row on one side of [`LONG_JOB`] that switch how a lazy lane
-/// wakes (see [`Pool::job_took`]).
-pub(crate) const STREAK: u8 = 3;
-
-/// A worker's latest run of jobs on one side of [`LONG_JOB`].
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Streak {
-    long: bool,
-    jobs: u8,
-}
 
 const RUNNING: u8 = 0;
 /// Workers finish every queued job, then exit.
@@ -83,26 +35,6 @@ pub(crate) struct Pool<J> {
     steals: Vec<std::sync::atomic::AtomicU64>,
     sleep: Sleep,
     state: AtomicU8,
-    wake: Wake,
-    /// Threads serving a slot (`serve`/`unserve`); a lazy wake compares
-    /// the sleepers with it.
-    serving: AtomicUsize,
-    /// Whether the lane's last job took [`LONG_JOB`] or more (lazy lanes
-    /// only, see [`job_took`](Pool::job_took)); written only when it
-    /// changes. A hint that picks between two correct wake protocols, so
-    /// relaxed, and on std atomics even under loom.
-    long_jobs: std::sync::atomic::AtomicBool,
-    /// Jobs taken by the lane's workers (lazy lanes only): the helper
-    /// check's measure of progress. A statistic, like `steals`. On a line
-    /// of its own: the workers write it at every job, and the publishers
-    /// read the fields around it at every job.
-    taken: CachePadded<std::sync::atomic::AtomicU64>,
-    /// Whether a helper check is pending (lazy lanes only), swapped by
-    /// publishers that leave a job to an awake worker; on its own line so
-    /// that the swaps do not take the workers' lines away from them. The
-    /// helper check runs outside the loom models, on std atomics.
-    armed: CachePadded<std::sync::atomic::AtomicBool>,
-    helper: OnceLock<HelperHook>,
 }
 
 /// One worker's half: its own deque and a handle on the pool.
@@ -125,13 +57,7 @@ pub(crate) enum Next<J> {
 impl<J> Pool<J> {
     /// A pool of `workers` deques; returns the shared pool and one `Local`
     /// per worker, to be moved to that worker's thread.
-    #[cfg(any(test, gilpool_loom))]
     pub(crate) fn new(workers: usize) -> (Arc<Pool<J>>, Vec<Local<J>>) {
-        Pool::with_wake(workers, Wake::Eager)
-    }
-
-    /// [`new`](Self::new) with the given wake policy.
-    pub(crate) fn with_wake(workers: usize, wake: Wake) -> (Arc<Pool<J>>, Vec<Local<J>>) {
         let deques: Vec<Worker<J>> = (0..workers).map(|_| Worker::new_fifo()).collect();
         let pool = Arc::new(Pool {
             injector: Injector::new(),
@@ -142,12 +68,6 @@ impl<J> Pool<J> {
             stealers: deques.iter().map(Worker::stealer).collect(),
             sleep: Sleep::new(),
             state: AtomicU8::new(RUNNING),
-            wake,
-            serving: AtomicUsize::new(0),
-            long_jobs: std::sync::atomic::AtomicBool::new(false),
-            taken: CachePadded::new(std::sync::atomic::AtomicU64::new(0)),
-            armed: CachePadded::new(std::sync::atomic::AtomicBool::new(false)),
-            helper: OnceLock::new(),
         });
         let locals = deques
             .into_iter()
@@ -161,129 +81,10 @@ impl<J> Pool<J> {
         (pool, locals)
     }
 
-    /// Publishes a job to the lane and wakes one sleeping worker (on a
-    /// lazy lane, only when no serving thread is awake).
+    /// Publishes a job to the lane and wakes one sleeping worker.
     pub(crate) fn inject(&self, job: J) {
         self.injector.push(job);
-        self.wake_one();
-    }
-
-    fn wake_one(&self) {
-        match self.wake {
-            Wake::Eager => self.sleep.notify_one(),
-            Wake::Lazy if self.long_jobs.load(std::sync::atomic::Ordering::Relaxed) => {
-                self.sleep.notify_one()
-            }
-            Wake::Lazy => {
-                if self.sleep.notify_lazy(self.serving.load(Ordering::SeqCst)) {
-                    self.arm_helper();
-                }
-            }
-        }
-    }
-
-    /// Whether the pool wakes lazily (`Wake::Lazy`).
-    pub(crate) fn is_lazy(&self) -> bool {
-        self.wake == Wake::Lazy
-    }
-
-    /// Whether a worker that found nothing should keep looking for a
-    /// while before it sleeps. On a lazy lane of short jobs, only the last
-    /// awake worker does: a second one kept awake would take the next jobs
-    /// beside the first and contend with it for the GIL, which lazy wakes
-    /// exist to avoid.
-    pub(crate) fn idle_spins(&self) -> bool {
-        match self.wake {
-            Wake::Eager => true,
-            Wake::Lazy => {
-                self.long_jobs.load(std::sync::atomic::Ordering::Relaxed)
-                    || self.sleep.asleep() + 1 >= self.serving.load(Ordering::SeqCst)
-            }
-        }
-    }
-
-    /// A worker of a lazy lane ran a job for `took` once it held the GIL
-    /// (the wait for the GIL is not counted: a second worker's contention
-    /// would make short jobs look long); `streak` is that worker's own.
-    /// While jobs take [`LONG_JOB`] or more, the lane wakes eagerly: a job
-    /// that long may release the GIL (a C call, a sleep, I/O) and let a
-    /// second worker run beside it, and a wake-up costs little against it.
-    /// Shorter jobs are where a second worker's contention for the GIL
-    /// costs as much as the job. The lane switches after [`STREAK`] jobs
-    /// in a row on the other side, so that one job slowed by the host (a
-    /// page fault, a preempted core) does not switch it; a long job counts
-    /// only if it ran while the other workers slept, since one that waited
-    /// for the GIL beside a running worker looks long too.
-    pub(crate) fn job_took(&self, took: Duration, streak: &mut Streak) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let long = took >= LONG_JOB;
-        if long && self.sleep.asleep() + 1 < self.serving.load(Ordering::SeqCst) {
-            // Another worker was awake: the job may have waited for the GIL
-            // in between (a switch interval), which is not the job's length.
-            return;
-        }
-        if long != streak.long {
-            *streak = Streak { long, jobs: 0 };
-        }
-        streak.jobs = streak.jobs.saturating_add(1);
-        if streak.jobs == STREAK && self.long_jobs.load(Relaxed) != long {
-            self.long_jobs.store(long, Relaxed);
-        }
-    }
-
-    /// Makes sure a helper check is pending: a job was left to an awake
-    /// worker.
-    fn arm_helper(&self) {
-        use std::sync::atomic::Ordering::SeqCst;
-        if !self.armed.swap(true, SeqCst) {
-            if let Some(hook) = self.helper.get() {
-                (hook.0)(self.taken.load(SeqCst));
-            }
-        }
-    }
-
-    /// Installs the helper hook of a lazy lane (once; later calls are
-    /// ignored).
-    pub(crate) fn set_helper(&self, hook: HelperHook) {
-        let _ = self.helper.set(hook);
-    }
-
-    /// The helper check, `taken_then` being the count of jobs taken when it
-    /// was armed. If jobs are still queued and none was taken since, the
-    /// awake workers are all in long jobs: wake a sleeper. Returns the
-    /// count to check against next time if jobs are still queued and a
-    /// worker sleeps (the caller schedules that check), `None` when none is
-    /// needed: with every worker awake, each takes a queued job before it
-    /// could sleep.
-    pub(crate) fn help(&self, taken_then: u64) -> Option<u64> {
-        use std::sync::atomic::Ordering::SeqCst;
-        // Disarmed first: a publisher that finds it disarmed from here on
-        // arms a check of its own, and one that found it armed before this
-        // swap is ordered before it, so its job is in the queues read next.
-        self.armed.swap(false, SeqCst);
-        if !self.queued() || !self.sleep.any_asleep() {
-            return None;
-        }
-        let now = self.taken.load(SeqCst);
-        if now == taken_then {
-            self.sleep.notify_one();
-        }
-        (!self.armed.swap(true, SeqCst)).then_some(now)
-    }
-
-    /// Whether a job waits in the injector or a worker's deque.
-    fn queued(&self) -> bool {
-        !self.injector.is_empty() || self.stealers.iter().any(|s| !s.is_empty())
-    }
-
-    /// A thread began serving a slot.
-    pub(crate) fn serve(&self) {
-        self.serving.fetch_add(1, Ordering::SeqCst);
-    }
-
-    /// A thread stopped serving its slot (it exited, or was quarantined).
-    pub(crate) fn unserve(&self) {
-        self.serving.fetch_sub(1, Ordering::SeqCst);
+        self.sleep.notify_one();
     }
 
     /// Publishes a job only worker `index` may run (its mailbox is never
@@ -424,7 +225,7 @@ impl<J> Local<J> {
     #[cfg(any(test, gilpool_loom))]
     pub(crate) fn push(&self, job: J) {
         self.deque.push(job);
-        self.pool.wake_one();
+        self.pool.sleep.notify_one();
     }
 
     /// Looks for a job without blocking: own deque, own mailbox, then the
@@ -446,7 +247,7 @@ impl<J> Local<J> {
                     // Extra jobs moved into our deque are work a sleeping
                     // sibling could steal: tell it.
                     if !self.deque.is_empty() {
-                        self.pool.wake_one();
+                        self.pool.sleep.notify_one();
                     }
                     return Some(j);
                 }
@@ -515,11 +316,6 @@ impl<J> Local<J> {
                 return Next::Exit;
             }
             if let Some(j) = self.find() {
-                if self.pool.wake == Wake::Lazy {
-                    self.pool
-                        .taken
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
                 return Next::Job(j);
             }
             match idle() {

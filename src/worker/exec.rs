@@ -50,7 +50,6 @@ impl Worker {
             self.slot.start_run(&mut inner, vec![control]);
         }
         let loops = loops(&mut self.cache, self.lane.kind, py);
-        let held = self.lane.pool.is_lazy().then(Stamp::now);
         chunk.run(
             py,
             &func,
@@ -61,9 +60,6 @@ impl Worker {
         self.check_health(py, handler);
         if let Some(began) = began {
             crate::metrics::add_time(&self.slot.stats.attached_ns, began.elapsed());
-        }
-        if let Some(held) = held {
-            self.lane.pool.job_took(held.elapsed(), &mut self.streak);
         }
     }
 

@@ -7,8 +7,6 @@
 
 mod batcher;
 mod cell;
-#[cfg(not(gilpool_loom_broken_sleep))]
-mod lazy;
 mod lend;
 mod permits;
 mod queues;

@@ -14,16 +14,8 @@
 //! check this form of the argument.) The publisher's `epoch` RMW also
 //! releases the job it pushed before it to any worker that later reads that
 //! epoch.
-//!
-//! A lazy publisher ([`Sleep::notify_lazy`], for lanes that share one GIL)
-//! also reads `waking` with an RMW, and a woken sleeper clears it with one
-//! (a swap) before it searches: a publisher that saw a wake pending is thus
-//! released to the sleeper that clears it, whose search then sees the job.
-//! `sleepers` falls and `waking` is cleared under the lock, so under it
-//! `sleepers > 0` means a thread that will take the lock again and clear
-//! `waking` after the lazy publisher set it.
 
-use super::sync::{timed_wait, AtomicUsize, Condvar, Mutex, Ordering};
+use super::sync::{AtomicUsize, Condvar, Mutex, Ordering};
 use std::time::Duration;
 
 /// What a worker read of the epoch before it last looked for work.
@@ -35,8 +27,6 @@ pub(crate) struct Ticket(usize);
 pub(crate) struct Sleep {
     epoch: AtomicUsize,
     sleepers: AtomicUsize,
-    /// 1 while a lazy publisher's wake-up is on its way to a sleeper.
-    waking: AtomicUsize,
     lock: Mutex<()>,
     wake: Condvar,
 }
@@ -46,7 +36,6 @@ impl Sleep {
         Sleep {
             epoch: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
-            waking: AtomicUsize::new(0),
             lock: Mutex::new(()),
             wake: Condvar::new(),
         }
@@ -68,49 +57,6 @@ impl Sleep {
             drop(self.lock.lock().unwrap());
             self.wake.notify_one();
         }
-    }
-
-    /// Called after new work was published on a lane whose workers share
-    /// one GIL: wakes a sleeper only when every one of the `serving`
-    /// threads sleeps and no wake-up is already on its way. A second worker
-    /// woken beside a running one could only contend with it for the GIL.
-    /// Returns `true` when it left a sleeper asleep: the job is then left
-    /// to a worker that is awake (or being woken), which searches again
-    /// before it sleeps — unless its job never ends, which the caller
-    /// covers with a later [`notify_one`](Self::notify_one) (`Pool`'s
-    /// helper check). With no sleeper at all there is no one to wake later
-    /// either: every worker searches again before it sleeps.
-    pub(crate) fn notify_lazy(&self, serving: usize) -> bool {
-        self.epoch.fetch_add(1, Ordering::SeqCst);
-        let asleep = self.sleepers.fetch_add(0, Ordering::SeqCst);
-        if asleep == 0 {
-            return false;
-        }
-        if asleep < serving || self.waking.fetch_add(0, Ordering::SeqCst) > 0 {
-            return true;
-        }
-        let guard = self.lock.lock().unwrap();
-        // Under the lock `sleepers` counts threads inside `wait` (or woken
-        // and not yet back), each of which clears `waking` under it.
-        let asleep = self.sleepers.load(Ordering::SeqCst);
-        let notify = asleep > 0 && self.waking.swap(1, Ordering::SeqCst) == 0;
-        drop(guard);
-        if notify {
-            self.wake.notify_one();
-        }
-        !notify && asleep > 0
-    }
-
-    /// How many workers sleep right now (a snapshot, for the idle spin of
-    /// a lazy lane: not part of the wake protocol).
-    pub(crate) fn asleep(&self) -> usize {
-        self.sleepers.load(Ordering::Relaxed)
-    }
-
-    /// Whether any worker sleeps right now (a snapshot, for the helper
-    /// check: a lazy lane whose workers are all awake needs none).
-    pub(crate) fn any_asleep(&self) -> bool {
-        self.any_sleeper()
     }
 
     /// Called on state changes every worker must see (termination, a new
@@ -147,20 +93,15 @@ impl Sleep {
     pub(crate) fn sleep(&self, ticket: Ticket, timeout: Option<Duration>) {
         let guard = self.lock.lock().unwrap();
         self.sleepers.fetch_add(1, Ordering::SeqCst);
-        let guard = if self.should_sleep(ticket) {
-            let guard = match timeout {
-                None => self.wake.wait(guard).unwrap(),
-                Some(t) => timed_wait(&self.wake, guard, t),
-            };
-            // Whatever woke it (a lazy publisher's notify among others),
-            // this thread searches next: no wake-up is pending any more.
-            self.waking.swap(0, Ordering::SeqCst);
-            guard
+        if self.should_sleep(ticket) {
+            match timeout {
+                None => drop(self.wake.wait(guard).unwrap()),
+                Some(t) => wait_timeout(&self.wake, guard, t),
+            }
         } else {
-            guard
-        };
+            drop(guard);
+        }
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
-        drop(guard);
     }
 
     #[cfg(not(gilpool_loom_broken_sleep))]
@@ -175,4 +116,15 @@ impl Sleep {
     fn should_sleep(&self, _ticket: Ticket) -> bool {
         true
     }
+}
+
+#[cfg(not(gilpool_loom))]
+fn wait_timeout(cv: &Condvar, guard: super::sync::MutexGuard<'_, ()>, t: Duration) {
+    drop(cv.wait_timeout(guard, t).unwrap());
+}
+
+#[cfg(gilpool_loom)]
+fn wait_timeout(cv: &Condvar, guard: super::sync::MutexGuard<'_, ()>, _t: Duration) {
+    // loom has no clock: a timed sleep is modelled as an untimed one.
+    drop(cv.wait(guard).unwrap());
 }
