@@ -1,7 +1,8 @@
 //! Two lanes in one engine: placement (numpy auto-routed to the main lane
 //! beside a pure-Python handler on the sub lane, `Placement::Sub` refused,
 //! `Placement::Main` forced), `Held` results kept in their interpreter and
-//! released there, initializers.
+//! released there, initializers, and a second worker of a shared-GIL lane
+//! running beside one whose task blocks with the GIL released.
 
 mod common;
 
