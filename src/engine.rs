@@ -27,6 +27,10 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// after its first interrupt by default ([`EngineBuilder::interrupt_grace`]).
 pub const DEFAULT_INTERRUPT_GRACE: Duration = Duration::from_secs(1);
 
+/// How long a shutdown waits, once the workers have left their slots,
+/// for their threads to end (a thread stuck in a task never does).
+const WORKER_EXIT_WAIT: Duration = Duration::from_millis(500);
+
 /// How long one interpreter's initializers may run by default
 /// ([`EngineBuilder::init_timeout`]).
 pub const DEFAULT_INIT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -120,11 +124,12 @@ impl Shared {
     /// `worker/init.rs`): one that does not stop is abandoned there, and
     /// the build gets its error without waiting on it.
     fn main_initializers(&self, inits: Vec<Initializer>) -> std::result::Result<(), String> {
+        // `(whether the initializers' own thread sent it, the outcome)`.
         let (tx, rx) = std::sync::mpsc::channel();
         let runtime = self.runtime;
         let limits = self.base.init_limits();
         let give_up = tx.clone();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("gilpool-main-init".into())
             // Room for Python's recursion limits, as on a worker thread.
             .stack_size(self.base.stack_size)
@@ -136,21 +141,34 @@ impl Shared {
                     let handle = py.interrupt_handle();
                     let outcome =
                         crate::worker::run_watched(py, &inits, &handle, limits, None, move |e| {
-                            let _ = give_up.send(Err(e));
+                            let _ = give_up.send((false, Err(e)));
                         });
                     (handle, outcome)
                 };
                 handle.retire();
+                // The thread state goes before the outcome is sent: once
+                // the build goes on, no thread state of this thread may
+                // keep `finalize` from running.
+                drop(state);
                 match outcome {
-                    Ok(()) => drop(tx.send(Ok(()))),
-                    Err(crate::worker::InitFailure::Failed(e)) => drop(tx.send(Err(e))),
+                    Ok(()) => drop(tx.send((true, Ok(())))),
+                    Err(crate::worker::InitFailure::Failed(e)) => drop(tx.send((true, Err(e)))),
                     // Reported by the watcher.
                     Err(crate::worker::InitFailure::Abandoned) => {}
                 }
             })
             .map_err(|e| format!("cannot spawn a thread for the initializers: {e}"))?;
-        rx.recv()
-            .unwrap_or_else(|_| Err("the initializers' thread ended without a result".into()))
+        match rx.recv() {
+            Ok((from_thread, outcome)) => {
+                if from_thread {
+                    // It returns right after sending: join it, as the
+                    // workers are at shutdown (`Lane::join_workers`).
+                    let _ = thread.join();
+                }
+                outcome
+            }
+            Err(_) => Err("the initializers' thread ended without a result".into()),
+        }
     }
 
     /// Starts a lane of `workers`: its watchdog, its initializers (once, for
@@ -292,6 +310,12 @@ impl Shared {
         }
         for w in std::mem::take(&mut *self.watchdogs.lock().unwrap()) {
             let _ = w.join();
+        }
+        // The workers have left their slots; wait for their threads to be
+        // gone too (see `Lane::join_workers`), briefly for any still stuck.
+        let joined_by = Instant::now() + WORKER_EXIT_WAIT;
+        for lane in &lanes {
+            lane.join_workers(joined_by);
         }
         for lane in &lanes {
             // Whatever is still queued was never run: dropping it cancels it.

@@ -13,6 +13,7 @@ use gilpool_ffi::Runtime;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Which interpreters a lane's workers run in.
@@ -160,6 +161,8 @@ pub(crate) struct Lane {
     /// Threads serving a slot as its current generation.
     live: Mutex<usize>,
     exited: Condvar,
+    /// Every worker thread spawned and not yet joined ([`Lane::join_workers`]).
+    threads: Mutex<Vec<JoinHandle<()>>>,
     /// Until when exiting workers wait for threads their tasks left
     /// behind before abandoning their interpreter (set by shutdown).
     end_by: Mutex<Option<Instant>>,
@@ -287,6 +290,7 @@ impl Lane {
             delayed: Mutex::new(Vec::new()),
             live: Mutex::new(0),
             exited: Condvar::new(),
+            threads: Mutex::new(Vec::new()),
             end_by: Mutex::new(None),
             warnings: Mutex::new(Vec::new()),
             releases: Arc::new(Releases::default()),
@@ -331,10 +335,51 @@ impl Lane {
             .name(format!("gilpool-{}-{slot}", self.kind.name()))
             .stack_size(self.config.stack_size)
             .spawn(move || worker::run(start));
-        if spawned.is_err() {
-            self.worker_left();
+        match spawned {
+            Ok(handle) => {
+                let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+                // Threads that ended (recycled, replaced) are joined here,
+                // so the list holds only the living and the stuck.
+                let (ended, running): (Vec<_>, Vec<_>) =
+                    threads.drain(..).partition(JoinHandle::is_finished);
+                *threads = running;
+                threads.push(handle);
+                drop(threads);
+                for t in ended {
+                    let _ = t.join();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.worker_left();
+                Err(e)
+            }
         }
-        spawned.map(drop)
+    }
+
+    /// Joins the lane's worker threads once they return, waiting up to
+    /// `deadline` for those still running; a thread still running then (one
+    /// stuck in a task, quarantined or abandoned) is left to run. Called at
+    /// shutdown, after the workers left their slots: a thread that has
+    /// left still runs its thread-exit destructors, among them those of C
+    /// libraries its Python code used (OpenSSL's, after `import hashlib`),
+    /// which must not run beside the same libraries' `atexit` clean-up of
+    /// a process exiting right after the shutdown. The calling thread is
+    /// never joined (an engine dropped inside one of its own tasks).
+    pub(crate) fn join_workers(&self, deadline: Instant) {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        let me = std::thread::current().id();
+        for t in threads {
+            if t.thread().id() == me {
+                continue;
+            }
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
     }
 
     /// A thread stopped serving its slot (it exited, or was quarantined).

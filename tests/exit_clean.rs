@@ -123,3 +123,120 @@ fn many_workers_created_together_use_the_stdlib_and_exit_zero() {
     }
     run_child("many_workers_created_together_use_the_stdlib_and_exit_zero");
 }
+
+/// Python files for the thread-exit cases (`slow_exit.py`).
+const EXIT_FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/exit");
+
+/// The names of this process's threads that are alive: a thread that has
+/// returned and is past its exit's destructors has no memory map left,
+/// even while its `/proc` entry lingers for a moment.
+fn live_thread_names() -> Vec<String> {
+    let mut names = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let path = task.path();
+        let (Ok(comm), Ok(status)) = (
+            std::fs::read_to_string(path.join("comm")),
+            std::fs::read_to_string(path.join("status")),
+        ) else {
+            continue; // gone while we looked
+        };
+        if status.lines().any(|l| l.starts_with("VmRSS:")) {
+            names.push(comm.trim().to_string());
+        }
+    }
+    names
+}
+
+/// `finalize` returns only once the runtime thread is gone: its exit runs
+/// the thread-exit destructors of the C libraries Python used on it
+/// (OpenSSL's, after the prelude's `import hashlib`), and a process that
+/// exits right after `finalize` must not run the same libraries' `atexit`
+/// clean-up beside them (that race aborted `gilpool run` after its
+/// summary). The prelude makes the runtime thread's exit 300 ms slower.
+fn runtime_thread_child() {
+    let prelude = gilpool::DEFAULT_PRELUDE
+        .iter()
+        .copied()
+        .chain(["slow_exit_on_import"]);
+    let engine = builder(Mode::Auto)
+        .sys_path(EXIT_FIXTURES)
+        .prelude(prelude)
+        .build()
+        .unwrap();
+    let inc = engine.load("gilpool_workloads", "inc").unwrap();
+    assert_eq!(inc.invoke::<_, i64>((1,)).unwrap(), 2);
+    engine.shutdown();
+    assert!(live_thread_names().iter().any(|n| n == "gilpool-main"));
+    gilpool::finalize().unwrap();
+    let names = live_thread_names();
+    assert!(
+        !names.iter().any(|n| n == "gilpool-main"),
+        "the runtime thread outlived finalize: {names:?}"
+    );
+}
+
+#[test]
+fn finalize_returns_once_the_runtime_thread_is_gone() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return runtime_thread_child();
+    }
+    common::run_self(
+        "finalize_returns_once_the_runtime_thread_is_gone",
+        Some((CHILD_ENV, "1")),
+    )
+    .assert_success("child");
+}
+
+/// `shutdown` returns only once its workers' threads are gone, and `build`
+/// once the thread that ran the main lane's initializers is: each thread's
+/// exit is made 300 ms slower (the initializer, then one task on each of
+/// the two workers at once). Shared-GIL workers, which can use `ctypes`.
+fn worker_threads_child() {
+    let engine = builder(Mode::SingleGil)
+        .sys_path(EXIT_FIXTURES)
+        .initializer("slow_exit", "slow_exit", [gilpool::Value::from(300i64)])
+        .build()
+        .unwrap();
+    let names = live_thread_names();
+    assert!(
+        !names.iter().any(|n| n.starts_with("gilpool-main-in")),
+        "the initializers' thread outlived the build: {names:?}"
+    );
+    let slow = engine
+        .handler("slow_exit", "slow_exit_together")
+        .batch_size(1)
+        .load()
+        .unwrap();
+    let a = slow.submit::<_, i64>((300,)).unwrap();
+    let b = slow.submit::<_, i64>((300,)).unwrap();
+    let (a, b) = (a.wait().unwrap(), b.wait().unwrap());
+    assert_ne!(a, b, "both tasks ran on one thread");
+    let before = live_thread_names();
+    let workers = |names: &[String]| {
+        names
+            .iter()
+            .filter(|n| n.starts_with("gilpool-main-") && !n.starts_with("gilpool-main-in"))
+            .count()
+    };
+    assert_eq!(workers(&before), 2, "{before:?}");
+    let report = engine.shutdown();
+    assert!(report.drained && report.abandoned == 0, "{report:?}");
+    let after = live_thread_names();
+    assert_eq!(
+        workers(&after),
+        0,
+        "worker threads outlived shutdown: {after:?}"
+    );
+}
+
+#[test]
+fn shutdown_returns_once_the_worker_threads_are_gone() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return worker_threads_child();
+    }
+    common::run_self(
+        "shutdown_returns_once_the_worker_threads_are_gone",
+        Some((CHILD_ENV, "1")),
+    )
+    .assert_success("child");
+}

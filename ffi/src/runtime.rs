@@ -201,6 +201,9 @@ pub struct Runtime {
     venv: Option<Venv>,
     site_dirs: Vec<String>,
     commands: Mutex<mpsc::Sender<Command>>,
+    /// The runtime thread, joined once it has finalised (see
+    /// [`Runtime::finalize_within`]).
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 enum State {
@@ -255,7 +258,7 @@ impl Runtime {
         let allocator = config.allocator;
         let (tx, rx) = mpsc::channel::<Command>();
         let (ready_tx, ready_rx) = mpsc::channel();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("gilpool-main".into())
             .spawn(move || main_thread(config, rx, ready_tx))
             .map_err(|e| InitError::Init(format!("cannot spawn the runtime thread: {e}")))?;
@@ -270,6 +273,7 @@ impl Runtime {
             site_dirs: site_dirs(facts.venv.as_ref()),
             venv: facts.venv,
             commands: Mutex::new(tx),
+            thread: Mutex::new(Some(thread)),
         })
     }
 
@@ -387,6 +391,19 @@ impl Runtime {
             .map_err(|_| InitError::Gone)?;
         let code = rx.recv().map_err(|_| InitError::Gone)??;
         *state = State::Finalized;
+        // Wait for the runtime thread to be gone, not only done: its exit
+        // runs the thread-exit destructors of the C libraries its Python
+        // code used (OpenSSL's, after `import hashlib`), and those race
+        // with the same libraries' `atexit` clean-up if the process exits
+        // meanwhile. That race aborted `gilpool run` after its summary
+        // ("malloc_consolidate(): invalid chunk size", OPENSSL_cleanup on
+        // the exiting main thread beside the runtime thread's exit).
+        // Joined with `STATE` unlocked: a thread's exit may look at it
+        // (a guest thread's own main state, `guest.rs`).
+        drop(state);
+        if let Some(thread) = rt.thread.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = thread.join();
+        }
         Ok(code)
     }
 }
