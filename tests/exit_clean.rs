@@ -180,11 +180,7 @@ fn finalize_returns_once_the_runtime_thread_is_gone() {
     if std::env::var_os(CHILD_ENV).is_some() {
         return runtime_thread_child();
     }
-    common::run_self(
-        "finalize_returns_once_the_runtime_thread_is_gone",
-        Some((CHILD_ENV, "1")),
-    )
-    .assert_success("child");
+    run_child("finalize_returns_once_the_runtime_thread_is_gone");
 }
 
 /// `shutdown` returns only once its workers' threads are gone, and `build`
@@ -234,9 +230,5 @@ fn shutdown_returns_once_the_worker_threads_are_gone() {
     if std::env::var_os(CHILD_ENV).is_some() {
         return worker_threads_child();
     }
-    common::run_self(
-        "shutdown_returns_once_the_worker_threads_are_gone",
-        Some((CHILD_ENV, "1")),
-    )
-    .assert_success("child");
+    run_child("shutdown_returns_once_the_worker_threads_are_gone");
 }
