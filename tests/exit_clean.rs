@@ -232,3 +232,48 @@ fn shutdown_returns_once_the_worker_threads_are_gone() {
     }
     run_child("shutdown_returns_once_the_worker_threads_are_gone");
 }
+
+/// On CPython < 3.11 `finalize` waits for threads of the main interpreter
+/// that have a thread state but have not started running (a `_thread`
+/// thread whose bootstrap runs once finalisation began aborts the
+/// process there), and past its deadline refuses, naming why. A thread
+/// state made with `ctypes` and run by no thread stands for one; once it
+/// is deleted, `finalize` runs. From 3.11 on CPython copes with such
+/// threads itself, and `finalize` does not wait.
+fn starting_thread_child() {
+    let engine = builder(Mode::SingleGil)
+        .workers(1)
+        .sys_path(EXIT_FIXTURES)
+        .build()
+        .unwrap();
+    let old = engine.python_version().minor < 11;
+    let address = engine
+        .load("stray_state", "make")
+        .unwrap()
+        .invoke::<_, i64>(())
+        .unwrap();
+    let engine = if old {
+        engine.shutdown();
+        let e = gilpool::finalize_timeout(std::time::Duration::from_millis(200)).unwrap_err();
+        assert!(e.to_string().contains("had not finished starting"), "{e}");
+        builder(Mode::SingleGil)
+            .workers(1)
+            .sys_path(EXIT_FIXTURES)
+            .build()
+            .unwrap()
+    } else {
+        engine
+    };
+    let delete = engine.load("stray_state", "delete").unwrap();
+    assert_eq!(delete.invoke::<_, i64>((address,)).unwrap(), 0);
+    engine.shutdown();
+    gilpool::finalize_timeout(std::time::Duration::from_millis(200)).unwrap();
+}
+
+#[test]
+fn finalize_waits_for_main_interpreter_threads_still_starting() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        return starting_thread_child();
+    }
+    run_child("finalize_waits_for_main_interpreter_threads_still_starting");
+}

@@ -27,7 +27,7 @@ use crate::runtime::{self, LIVE_THREAD_STATES};
 use pyo3_ffi as ffi;
 use std::cell::RefCell;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Names one live interpreter, for making thread states in it from other
@@ -100,12 +100,23 @@ impl Drop for OwnMain {
                 ffi::PyThreadState_Clear(tstate);
                 ffi::PyThreadState_DeleteCurrent();
             }
+            OWN_MAIN_STATES.fetch_sub(1, Ordering::SeqCst);
         });
     }
 }
 
 thread_local! {
     static OWN: RefCell<Option<OwnMain>> = const { RefCell::new(None) };
+}
+
+/// Live [`OwnMain`] states (thread states in the main interpreter that no
+/// `_thread` thread owns).
+static OWN_MAIN_STATES: AtomicUsize = AtomicUsize::new(0);
+
+/// How many guest threads have an own main-interpreter state now.
+#[cfg_attr(Py_3_11, allow(dead_code))]
+pub(crate) fn own_main_states() -> usize {
+    OWN_MAIN_STATES.load(Ordering::SeqCst)
 }
 
 /// The current thread's own main-interpreter thread state and its liveness
@@ -124,6 +135,7 @@ fn own_main() -> (*mut ffi::PyThreadState, Arc<AtomicBool>) {
                 !tstate.is_null(),
                 "gilpool: PyThreadState_New failed (out of memory)"
             );
+            OWN_MAIN_STATES.fetch_add(1, Ordering::SeqCst);
             OwnMain {
                 tstate,
                 alive: Arc::new(AtomicBool::new(true)),

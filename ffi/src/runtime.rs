@@ -151,6 +151,11 @@ pub enum InitError {
     /// (non-daemon `threading` threads) were still running at the deadline:
     /// `Py_FinalizeEx` would wait for them forever.
     ThreadsAlive(usize),
+    /// Finalisation was refused because threads that tasks started in the
+    /// main interpreter (`_thread`, `threading`) had not finished starting
+    /// at the deadline: on CPython < 3.11 such a thread aborts the process
+    /// if it starts once `Py_FinalizeEx` has begun (CPython gh-108987).
+    ThreadsStarting(usize),
     /// The libpython loaded is another minor version than the one this
     /// build is for.
     Version(String),
@@ -174,6 +179,10 @@ impl fmt::Display for InitError {
             InitError::ThreadsAlive(n) => write!(
                 f,
                 "cannot finalise Python: {n} non-daemon Python thread(s) started by tasks are still running"
+            ),
+            InitError::ThreadsStarting(n) => write!(
+                f,
+                "cannot finalise Python: {n} Python thread(s) started by tasks had not finished starting (CPython before 3.11 aborts if one starts while it finalises)"
             ),
             InitError::Version(m) | InitError::Venv(m) => f.write_str(m),
         }
@@ -383,6 +392,21 @@ impl Runtime {
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
+        // CPython < 3.11: a `_thread` thread started just before, whose
+        // bootstrap runs after finalisation began, aborts the process
+        // ("Couldn't create autoTSSkey mapping", fixed upstream in 3.11 by
+        // gh-108987). Wait for every one to have started.
+        #[cfg(not(Py_3_11))]
+        loop {
+            let starting = rt.run_main(starting_threads)?;
+            if starting == 0 {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(InitError::ThreadsStarting(starting));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         let (tx, rx) = mpsc::channel();
         rt.commands
             .lock()
@@ -406,6 +430,22 @@ impl Runtime {
         }
         Ok(code)
     }
+}
+
+/// Threads of the main interpreter that have a thread state but have not
+/// finished starting: every thread state but the caller's (the runtime
+/// thread's) and the guest threads' own ones (`guest.rs`) belongs to a
+/// thread `_thread` started, and `_thread._count()` counts those that
+/// started and have not ended. Called attached to the main interpreter,
+/// once no worker thread state is alive.
+#[cfg(not(Py_3_11))]
+fn starting_threads(py: Python<'_>) -> usize {
+    let states = py.other_threads();
+    let guests = crate::guest::own_main_states();
+    let started = py
+        .eval_usize("import _thread\nresult = _thread._count()\n")
+        .unwrap_or(0);
+    states.saturating_sub(guests).saturating_sub(started)
 }
 
 /// Counts the main interpreter's live non-daemon `threading` threads other
